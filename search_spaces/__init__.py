@@ -1,0 +1,62 @@
+"""Optuna define-by-run search spaces for SCRUB, NegGrad+ and RUM, with the paper's configs to try first.
+
+This package imports optuna only (never torch, ray or unlearn_core), so the tuner's driver and the GPU
+machine can each use it alone. The contract every space follows is in `search_spaces.search_space`.
+
+.. code-block:: python
+
+    import optuna
+    import search_spaces
+
+    space = search_spaces.get_space("neggrad_plus")
+    study = optuna.create_study()
+    study.enqueue_trial(search_spaces.paper_config("neggrad_plus", "cifar100", "resnet18"))
+    trial = study.ask()
+    config = {**trial.params, **space.define(trial)}           # what Ray puts in a trial's config
+    kwargs = search_spaces.to_config_params(space.name, config)  # NegGradPlusConfig(**kwargs); beta 0.95
+
+| name | algorithm | kind | searches |
+|---|---|---|---|
+| `scrub` | scrub | flat | lr, epochs, max_steps, alpha, gamma, temperature, both batch sizes |
+| `neggrad_plus` | neggrad_plus | flat | lr, epochs, forget_weight (= 1 − beta), both batch sizes |
+| `rum_scrub` | rum | rum | per sub-step SCRUB lr, epochs, max_steps, alpha, gamma |
+| `rum_neggrad_plus` | rum | rum | per sub-step NegGrad+ lr, epochs, forget_weight |
+| `rum` | rum | rum | per sub-step algorithm (none/finetune/neggrad_plus/scrub) + its params |
+"""
+from __future__ import annotations
+
+from .neggrad_plus import NEGGRAD_PLUS
+from .rum import RUM, RUM_NEGGRAD_PLUS, RUM_SCRUB, flatten_rum, unflatten_rum
+from .scrub import SCRUB
+from .search_space import SearchSpace, to_config_params
+
+__all__ = ["SPACES", "SearchSpace", "flatten_rum", "get_space", "paper_config", "space_names",
+           "to_config_params", "unflatten_rum"]
+
+SPACES: dict[str, SearchSpace] = {s.name: s for s in (SCRUB, NEGGRAD_PLUS, RUM_SCRUB, RUM_NEGGRAD_PLUS, RUM)}
+
+
+def space_names() -> list[str]:
+    """The names of all spaces, sorted."""
+    return sorted(SPACES)
+
+
+def get_space(name: str) -> SearchSpace:
+    """The space called `name`.
+
+    Raises:
+        ValueError: `name` is not a space; the message lists the valid names, sorted.
+    """
+    try:
+        return SPACES[name]
+    except KeyError:
+        raise ValueError(f"unknown search space {name!r}; valid: {', '.join(space_names())}") from None
+
+
+def paper_config(space_name: str, dataset: str, arch: str) -> dict:
+    """The paper's config for `(dataset, arch)` as a point of the space (suggested names; a copy).
+
+    Unknown pairs (e.g. `("digits", "mlp")`) get the CIFAR-10 ResNet-18 row. Pass the result to
+    `study.enqueue_trial` / OptunaSearch `points_to_evaluate`, or to `to_config_params` for config kwargs.
+    """
+    return get_space(space_name).paper_config(dataset, arch)

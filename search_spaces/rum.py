@@ -1,0 +1,200 @@
+"""RUM spaces: three sub-steps run low → mid → high memorization, each one algorithm with its own params.
+
+A RUM plan is `[{"algorithm": a, "params": {...a's config fields}} for low, mid, high]` with `a` one of
+`none`, `finetune`, `neggrad_plus`, `scrub` (`none` has `params == {}`). Optuna needs flat names, so:
+
+* **Naming convention.** `{level}_algorithm` is the sub-step's algorithm, and every algorithm parameter is
+  `{level}_{alg}_{field}` with `alg` = `scrub`, `ng` (NegGrad+) or `ft` (finetune): `low_scrub_alpha`,
+  `mid_ng_forget_weight`, `high_ft_lr`. The algorithm is *always* in the name, even where only one algorithm
+  can run, so one name always means one distribution: in the `rum` space `low_scrub_lr` and `low_ng_lr` are
+  separate parameters (TPE models them separately; Optuna's storage would reject a name whose choices change),
+  and the same name means the same distribution in all three spaces. `flatten_rum` / `unflatten_rum` convert.
+* `rum_scrub` and `rum_neggrad_plus` suggest `{level}_algorithm` from a single choice. Optuna records a
+  single-choice categorical without sampling it and keeps it out of TPE's model, so the three spaces are
+  one define function (`_define_rum`) with different choices, and every RUM trial's params unflatten alone.
+
+The spaces, and why:
+
+* `rum_scrub` (15 dimensions): per sub-step SCRUB's `lr`, `epochs`, `max_steps`, `alpha`, `gamma` in the ranges
+  of `search_spaces.scrub`; temperature 4 and both batch sizes 256 are fixed (RUM's one `--batch_size`), since
+  three full SCRUB spaces (24 dimensions) are too many for ~200 trials. Paper (Table C.4): 10 → 10 → 10 epochs,
+  each sub-step with the Table C.2 row of its (dataset, arch), lr 0.01.
+* `rum_neggrad_plus` (9 dimensions): per sub-step `lr`, `epochs`, `forget_weight` = 1 − β as in
+  `search_spaces.neggrad_plus`; batch sizes 256. Paper (Table C.4 with RUM:main_rum_proxy.py): epochs
+  5 → 5 → 10, β 0.99 → 0.97 → 0.97, lr 0.01 → 0.01 → 0.001, for every (dataset, arch).
+* `rum` (conditional, 3 to 18 dimensions): per sub-step an algorithm from {none, finetune, neggrad_plus, scrub}
+  and that algorithm's sub-step parameters; finetune searches `lr` log-uniform [1e-3, 1e-1] and `epochs`
+  [2, 10] (retain batch 256). Paper: the best full RUM on CIFAR-10 is none → finetune → SalUn (RUM:main_rum.py,
+  finetune 10 epochs at lr 0.1). We have no SalUn, so the CIFAR-10 starting point is none → finetune →
+  neggrad_plus, with the high sub-step of RUM^F NegGrad+ (β 0.97, 10 epochs, lr 0.001). On CIFAR-100 the paper
+  finds NegGrad+ best on every subset, so the CIFAR-100 starting point is the `rum_neggrad_plus` plan.
+  Conditional parameters are absent from some trials, so NSGA-II and multivariate TPE (which model only the
+  intersection search space) sample them independently; `TPESampler(multivariate=True, group=True)` models
+  each branch.
+
+Every space fixes momentum 0.9, weight decay 5e-4 and no augmentation (RUM's pipelines pass `--no_aug`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+
+from .neggrad_plus import beta_from_forget_weight, forget_weight_from_beta, suggest_neggrad_plus
+from .scrub import SCRUB_PAPER_ROWS, suggest_scrub
+from .scrub import paper_point as scrub_point
+from .search_space import AUGMENT, DEFAULT_MODEL, MOMENTUM, WEIGHT_DECAY, SearchSpace, unique_configs
+
+__all__ = ["ALIASES", "LEVELS", "RUM", "RUM_ALGORITHMS", "RUM_NEGGRAD_PLUS", "RUM_SCRUB", "define_rum",
+           "define_rum_neggrad_plus", "define_rum_scrub", "flatten_rum", "unflatten_rum"]
+
+LEVELS = ("low", "mid", "high")
+RUM_ALGORITHMS = ("none", "finetune", "neggrad_plus", "scrub")
+ALIASES = {"finetune": "ft", "neggrad_plus": "ng", "scrub": "scrub"}  # the `alg` in `{level}_{alg}_{field}`
+
+FINETUNE_LR = (1e-3, 1e-1)   # RUM:main_rum.py fine-tunes at the training lr 0.1; lower is plausible, higher is not
+FINETUNE_EPOCHS = (2, 10)
+PAPER_BATCH_SIZE = 256
+
+
+def suggest_finetune(trial: optuna.Trial, prefix: str = "", *, full: bool = False) -> dict:
+    """Suggest one finetune sub-step under `prefix` (`"mid_ft_"`, ...) and return its constants.
+
+    `full` is accepted for a uniform signature; finetune searches only `lr` and `epochs` either way.
+    """
+    p = prefix
+    trial.suggest_float(f"{p}lr", *FINETUNE_LR, log=True)
+    trial.suggest_int(f"{p}epochs", *FINETUNE_EPOCHS)
+    return {f"{p}retain_batch_size": PAPER_BATCH_SIZE, f"{p}momentum": MOMENTUM,
+            f"{p}weight_decay": WEIGHT_DECAY, f"{p}augment": AUGMENT}
+
+
+_SUGGEST: dict[str, Callable[..., dict]] = {
+    "finetune": suggest_finetune,
+    "neggrad_plus": suggest_neggrad_plus,
+    "scrub": suggest_scrub,
+}
+
+
+def _define_rum(trial: optuna.Trial, choices: Sequence[str]) -> dict:
+    out: dict = {}
+    for level in LEVELS:
+        algorithm = trial.suggest_categorical(f"{level}_algorithm", tuple(choices))
+        if algorithm != "none":
+            out.update(_SUGGEST[algorithm](trial, f"{level}_{ALIASES[algorithm]}_", full=False))
+    return out
+
+
+def define_rum_scrub(trial: optuna.Trial) -> dict:
+    """RUM^F with SCRUB in every sub-step (module docstring)."""
+    return _define_rum(trial, ("scrub",))
+
+
+def define_rum_neggrad_plus(trial: optuna.Trial) -> dict:
+    """RUM^F with NegGrad+ in every sub-step (module docstring)."""
+    return _define_rum(trial, ("neggrad_plus",))
+
+
+def define_rum(trial: optuna.Trial) -> dict:
+    """Full RUM: each sub-step picks none, finetune, neggrad_plus or scrub (module docstring)."""
+    return _define_rum(trial, RUM_ALGORITHMS)
+
+
+def _check_algorithm(level: str, algorithm: Any) -> None:
+    if algorithm not in RUM_ALGORITHMS:
+        raise ValueError(f"{level}_algorithm must be one of {RUM_ALGORITHMS}, got {algorithm!r}")
+
+
+def unflatten_rum(params: Mapping[str, Any]) -> list[dict]:
+    """The plan `[{"algorithm": ..., "params": {...}}]` (low, mid, high) from flat RUM names.
+
+    For each level the params are the keys `{level}_{alg}_*` of that level's algorithm, without the prefix;
+    keys of other algorithms and unrelated keys are ignored. A `forget_weight` becomes `beta` (kept if both
+    are given, as in Ray's trial config where they agree).
+
+    .. code-block:: python
+
+        unflatten_rum({"low_algorithm": "none", "mid_algorithm": "finetune", "mid_ft_lr": 0.1,
+                       "mid_ft_epochs": 10, "high_algorithm": "neggrad_plus", "high_ng_lr": 0.001,
+                       "high_ng_epochs": 10, "high_ng_forget_weight": 0.03})
+        # [{"algorithm": "none", "params": {}},
+        #  {"algorithm": "finetune", "params": {"lr": 0.1, "epochs": 10}},
+        #  {"algorithm": "neggrad_plus", "params": {"lr": 0.001, "epochs": 10, "beta": 0.97}}]
+
+    Raises:
+        ValueError: a `{level}_algorithm` is missing or not one of `RUM_ALGORITHMS`.
+    """
+    plan = []
+    for level in LEVELS:
+        key = f"{level}_algorithm"
+        if key not in params:
+            raise ValueError(f"{key} must be given for every level {LEVELS}, got keys {sorted(params)}")
+        algorithm = params[key]
+        _check_algorithm(level, algorithm)
+        step: dict = {}
+        if algorithm != "none":
+            prefix = f"{level}_{ALIASES[algorithm]}_"
+            step = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+            if "forget_weight" in step:
+                step.setdefault("beta", beta_from_forget_weight(step.pop("forget_weight")))
+        plan.append({"algorithm": algorithm, "params": step})
+    return plan
+
+
+def flatten_rum(plan: Sequence[Mapping[str, Any]]) -> dict:
+    """Flat RUM names from a plan; the inverse of `unflatten_rum` (`beta` becomes `forget_weight`).
+
+    Used to enqueue plans: a plan that holds exactly the searched fields flattens to a point of the space.
+
+    Raises:
+        ValueError: the plan does not have three steps, an algorithm is unknown, or `none` has params.
+    """
+    if len(plan) != len(LEVELS):
+        raise ValueError(f"a RUM plan must have {len(LEVELS)} steps {LEVELS}, got {len(plan)}")
+    flat: dict = {}
+    for level, step in zip(LEVELS, plan):
+        algorithm = step["algorithm"]
+        _check_algorithm(level, algorithm)
+        flat[f"{level}_algorithm"] = algorithm
+        params = dict(step.get("params") or {})
+        if algorithm == "none":
+            if params:
+                raise ValueError(f"the {level} step runs 'none' and must have no params, got {params}")
+            continue
+        if "beta" in params:
+            params["forget_weight"] = forget_weight_from_beta(params.pop("beta"))
+        prefix = f"{level}_{ALIASES[algorithm]}_"
+        flat.update({prefix + k: v for k, v in params.items()})
+    return flat
+
+
+# --- the paper's plans (searched fields only, so that they flatten to points of the spaces) ---------------
+
+def _scrub_step(alpha: float, gamma: float, max_steps: int) -> dict:
+    return {"algorithm": "scrub", "params": scrub_point(alpha, gamma, max_steps, full=False)}
+
+
+def _ng_step(beta: float, lr: float, epochs: int) -> dict:
+    return {"algorithm": "neggrad_plus", "params": {"lr": lr, "epochs": epochs, "beta": beta}}
+
+
+NONE_STEP = {"algorithm": "none", "params": {}}
+FINETUNE_STEP = {"algorithm": "finetune", "params": {"lr": 0.1, "epochs": 10}}   # RUM:main_rum.py
+RUM_NEGGRAD_PLUS_PLAN = [_ng_step(0.99, 0.01, 5), _ng_step(0.97, 0.01, 5), _ng_step(0.97, 0.001, 10)]
+RUM_CIFAR10_PLAN = [NONE_STEP, FINETUNE_STEP, RUM_NEGGRAD_PLUS_PLAN[2]]          # SalUn → NegGrad+ (high)
+
+_RUM_SCRUB_TABLE = {model: flatten_rum([_scrub_step(*row)] * 3) for model, row in SCRUB_PAPER_ROWS.items()}
+_RUM_NG_TABLE = {model: flatten_rum(RUM_NEGGRAD_PLUS_PLAN) for model in SCRUB_PAPER_ROWS}
+_RUM_TABLE = {(dataset, arch): flatten_rum(RUM_CIFAR10_PLAN if dataset == "cifar10" else RUM_NEGGRAD_PLUS_PLAN)
+              for dataset, arch in SCRUB_PAPER_ROWS}
+
+
+def _space(name: str, define: Callable[[optuna.Trial], dict], table: dict) -> SearchSpace:
+    return SearchSpace(name=name, algorithm="rum", define=define,
+                       paper_configs=unique_configs([table[DEFAULT_MODEL], *table.values()]),
+                       kind="rum", paper_table=table)
+
+
+RUM_SCRUB = _space("rum_scrub", define_rum_scrub, _RUM_SCRUB_TABLE)
+RUM_NEGGRAD_PLUS = _space("rum_neggrad_plus", define_rum_neggrad_plus, _RUM_NG_TABLE)
+RUM = _space("rum", define_rum, _RUM_TABLE)
