@@ -71,13 +71,22 @@ class DeviceData:
 
     def batches(self, batch_size: int, generator: torch.Generator, *, pad: int = 0, flip: bool = False,
                 shuffle: bool = True, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield (float input, labels, ids) batches: a seeded permutation per call, augmentation on the device."""
+        """Yield (float input, labels, ids) batches: a seeded permutation per call, augmentation on the device.
+
+        A trailing batch of a single example joins the batch before it (which then has batch_size + 1):
+        BatchNorm cannot train on one example whose feature map is 1×1 (VGG on 16×16 digits).
+        """
         n = len(self)
         order = (torch.randperm(n, device=self.x.device, generator=generator) if shuffle
                  else torch.arange(n, device=self.x.device))
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for i in range(0, stop, batch_size):
-            idx = order[i:i + batch_size]
+            end = i + batch_size
+            if batch_size > 1 and stop - end == 1:
+                end = stop  # absorb the lone last example (the loop then has nothing left)
+            elif i > 0 and batch_size > 1 and stop - i == 1:
+                break  # the lone last example was already absorbed
+            idx = order[i:end]
             x = self.x[idx]
             if pad or flip:
                 x = augment(x, pad, flip, generator)

@@ -166,6 +166,29 @@ class Workspace:
         art, _ = self.store.get_or_build("retrain_metrics", key, build)
         return {**art["metrics"], "seconds": float(art["seconds"])}
 
+    def retrain_metrics_for(self, forget_ids: np.ndarray, earlier: Sequence[np.ndarray] = ()) -> dict:
+        """`retrain_metrics` for request j of a sequence (reference §3.5), cached.
+
+        The model retrained from scratch on train − (F1 ∪ … ∪ Fj) (`retrain` of the union), evaluated on
+        forget = Fj (`forget_ids`) and retain = train − (F1 ∪ … ∪ Fj); `earlier` = [F1, …, Fj−1]. Keyed on
+        both Fj and the earlier union. With no earlier sets it is `retrain_metrics(forget_ids)` (same cache).
+        """
+        forget_ids = np.sort(np.asarray(forget_ids, dtype=np.int64))
+        earlier = [np.asarray(e, dtype=np.int64).reshape(-1) for e in earlier]
+        earlier = [e for e in earlier if e.size]
+        if not earlier:
+            return self.retrain_metrics(forget_ids)
+        excluded = np.setdiff1d(np.concatenate(earlier), forget_ids)  # sorted, distinct
+        union = np.union1d(forget_ids, excluded)
+        key = artifact_key("retrain_metrics", forget=forget_ids, excluded=excluded, **self._base_parts())
+
+        def build():
+            model, art = self.retrain(union)
+            return {"metrics": self.evaluate(model, forget_ids, excluded), "seconds": art["seconds"]}
+
+        art, _ = self.store.get_or_build("retrain_metrics", key, build)
+        return {**art["metrics"], "seconds": float(art["seconds"])}
+
     # --- sets ---------------------------------------------------------------------------------------------
     def select_forget(self, pool: Optional[np.ndarray] = None, *, scores: Optional[np.ndarray] = None) -> np.ndarray:
         """The forget ids of this spec from `pool` (default: the whole training split)."""
