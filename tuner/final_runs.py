@@ -34,8 +34,11 @@ def _run_one(spec: ExperimentSpec, dataset: Dataset, algorithm: str, params: dic
     if algorithm == "rum" or steps > 1:
         from unlearn_core.sequential import run_sequential
 
-        rec = run_sequential(spec, algorithm, params, steps=steps, workspace=None, dataset=dataset)
-        return {"tow": rec["tow"], "tow_mia": rec["tow_mia"], "unlearn_seconds": rec["unlearn_seconds"],
+        from unlearn_core.experiment import Workspace
+
+        rec = run_sequential(spec, algorithm, params, steps=steps, workspace=Workspace(spec, dataset))
+        # A request that diverged before it could be evaluated scores 0: the worst ToW, not a hole in the mean.
+        return {"tow": rec["tow"] or 0.0, "tow_mia": rec["tow_mia"] or 0.0, "unlearn_seconds": rec["unlearn_seconds"],
                 "diverged": rec.get("diverged"), "record": rec}
     from unlearn_core.experiment import Workspace, run_experiment
 

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 
 TRIAL_COLUMNS = ("dataset", "arch", "trial_id", "status", "prune_reason", "epoch", "tow", "tow_mia", "forget_acc",
-                 "retain_acc", "val_acc", "test_acc", "mia", "unlearn_seconds", "time_total_s", "params")
+                 "retain_acc", "val_acc", "test_acc", "mia", "unlearn_seconds", "time_total_s", "node_id", "params")
 
 
 def trials_table(rows: list[dict]) -> pd.DataFrame:

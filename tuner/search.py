@@ -23,11 +23,19 @@ ALGORITHMS = ("scrub", "neggrad_plus", "rum_scrub", "rum_neggrad_plus", "rum")
 DEFAULT_STORAGE = "runs"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: a bad option gives `prog: error: ...` alone, not the usage block first,
+    like every other error of this CLI (one line on stderr, exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from unlearn_core.data import dataset_names
     from unlearn_core.models import model_names
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m tuner.search",
         description="Search unlearning hyperparameters that make an unlearned model behave like one retrained "
                     "from scratch (maximize ToW / ToW-MIA), as Ray Tune trials with Optuna search spaces.")
@@ -77,7 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)")
     p.add_argument("--sampler-seed", type=int, default=0, help="seed of the Optuna sampler")
     p.add_argument("--device", default=None, help="torch device for trials (default: cuda when present)")
+    p.add_argument("--points", default=None, metavar="FILE.json",
+                   help="extra configs to evaluate first: a JSON list of points in the space's suggested names, "
+                        "e.g. [{\"lr\": 0.01, \"epochs\": 3, ...}] (tried before the paper's config)")
     return p
+
+
+def load_points(path: str, algorithm: str) -> list[dict]:
+    """The `--points` file as a list of points of `algorithm`'s space (each checked by replaying the space)."""
+    import search_spaces
+
+    try:
+        with open(path) as f:
+            points = json.load(f)
+    except OSError as e:
+        raise ConfigError(f"--points: cannot read {path} ({e.strerror or e})") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--points: {path} is not JSON ({e})") from None
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise ConfigError(f"--points: {path} must hold a JSON list of objects (one per config)")
+    for i, point in enumerate(points):
+        try:
+            search_spaces.to_config_params(algorithm, point)
+        except ValueError as e:
+            raise ConfigError(f"--points: point {i} of {path} does not fit the {algorithm} space: {e}") from None
+    return points
 
 
 def _local_path(storage: str) -> Optional[str]:
@@ -133,6 +165,8 @@ def validate(args) -> None:
         PROXIES.get(args.proxy)
     if args.address:
         check_address(args.address)
+    if args.points:
+        args.points = load_points(args.points, args.algorithm)  # stored in search.json: --resume needs no file
 
 
 def make_plan(args) -> Plan:
@@ -153,7 +187,10 @@ def make_plan(args) -> Plan:
         if saved["args"]["algorithm"] != args.algorithm:
             raise ConfigError(f"--resume: experiment {name!r} searched {saved['args']['algorithm']}, "
                               f"not {args.algorithm}")
-        return Plan(**{k: saved[k] for k in ("args", "exp_dir", "store", "optuna_url", "pairs")})
+        # The saved args say resume=False (the first run's); mark this run as the resume so that run_search
+        # keeps the first run's search.json instead of overwriting it.
+        return Plan(args={**saved["args"], "resume": True},
+                    **{k: saved[k] for k in ("exp_dir", "store", "optuna_url", "pairs")})
     if fs.exists(meta):
         raise ConfigError(f"experiment {name!r} already exists under {root}; use --resume or another --name")
     store = args.store or f"{root}/artifacts"

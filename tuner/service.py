@@ -25,6 +25,18 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def optuna_storage(url: str):
+    """An RDB URL (sqlite:///, postgresql://, mysql://) or `journal:///path/study.log` (Optuna's journal file,
+    safe on NFS where SQLite's locking is not)."""
+    import optuna
+
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal://"):]))
+    return optuna.storages.RDBStorage(url)
+
+
 def connect(plan: Plan) -> dict:
     """Join `--address` or start a local Ray (dashboard on localhost, token auth as Ray defaults it)."""
     import ray
@@ -33,10 +45,18 @@ def connect(plan: Plan) -> dict:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials use absolute paths; keep cwd for imports
     # Trials must import this project: ship the checkout's modules when it is not installed as a package.
     if a.get("address"):
-        ctx = ray.init(address=a["address"], log_to_driver=False)
+        try:
+            ctx = ray.init(address=a["address"], log_to_driver=False)
+        except ConnectionError as e:  # Ray chains the reason (a traceback text) under "Failed to connect"
+            why = next((ln for ln in reversed(str(e.__cause__ or e).splitlines()) if ln.strip()), str(e))
+            if "InvalidAuthToken" in why:
+                why = ("its token auth refused this driver's token; use the cluster's (`ray get-auth-token` on the "
+                       "head prints it) via ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN")
+            raise ConfigError(f"cannot join the Ray cluster at {a['address']}: {' '.join(why.split())[:300]}") from None
     else:
         kw = {"num_gpus": a["local_gpus"]} if a.get("local_gpus") is not None else {}
-        ctx = ray.init(include_dashboard=not a.get("no_dashboard"), dashboard_host="127.0.0.1",
+        # address="local": always a new local Ray, never a cluster some `ray start` left in /tmp/ray.
+        ctx = ray.init(address="local", include_dashboard=not a.get("no_dashboard"), dashboard_host="127.0.0.1",
                        log_to_driver=False, **kw)
     res = ray.cluster_resources()
     url = getattr(ctx, "dashboard_url", None)
@@ -102,7 +122,8 @@ def run_search(plan: Plan) -> int:
     log(f"experiment: {plan.exp_dir}\nOptuna study: optuna-dashboard {plan.optuna_url}")
     needs_proxy = a["algorithm"].startswith("rum") or a["forget"] == "mix"
     specs = [base_spec(a, d, ar, s) for d, ar in plan.pairs for s in final_seeds]
-    prepare(specs, datasets, cpus=cpus, gpus=gpus, proxies=(a["proxy"],) if needs_proxy else (), log=log)
+    prepare(specs, datasets, cpus=cpus, gpus=gpus, proxies=(a["proxy"],) if needs_proxy else (),
+            steps=a["steps"], log=log)
 
     summary, all_trials = [], []
     for dataset, arch in plan.pairs:
@@ -144,18 +165,20 @@ def tune_pair(plan: Plan, dataset_obj, dataset: str, arch: str, seed: int, cpus:
         spec = base_spec(a, dataset, arch, seed)
         metric, mode = (["tow", "tow_mia"], ["max", "max"]) if objective == "both" else (objective, "max")
         first = search_spaces.paper_config(a["algorithm"], dataset, arch)
-        points = [first] + ([c for c in space.paper_configs if c != first] if a["num_samples"] >= 16 else [])
+        paper = [first] + ([c for c in space.paper_configs if c != first] if a["num_samples"] >= 16 else [])
+        extra = list(a.get("points") or [])  # --points: evaluated before the paper's configs
+        points = extra + [c for c in paper if c not in extra]
         searcher = OptunaSearch(
             space.define, metric=metric, mode=mode, points_to_evaluate=points[:a["num_samples"]],
             sampler=optuna.samplers.TPESampler(seed=a["sampler_seed"]),
-            storage=optuna.storages.RDBStorage(plan.optuna_url), study_name=f"{dataset}-{arch}")
+            storage=optuna_storage(plan.optuna_url), study_name=f"{dataset}-{arch}")
         # ASHA needs one metric; with `both` it ranks by ToW (every trial still reports both).
         scheduler = ASHAScheduler(metric="tow" if objective != "tow_mia" else "tow_mia", mode="max",
                                   max_t=MAX_EPOCHS, grace_period=3, reduction_factor=3)
         tuner = tune.Tuner(
             trainable,
             param_space={"spec": dataclasses.asdict(spec), "space": space.name, "algorithm": space.algorithm,
-                         "cpus_per_trial": cpus},
+                         "cpus_per_trial": cpus, "steps": a["steps"]},
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=a["num_samples"],
                                         max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(
@@ -167,15 +190,25 @@ def tune_pair(plan: Plan, dataset_obj, dataset: str, arch: str, seed: int, cpus:
     rg = tuner.fit()
     finished = rg.num_terminated + rg.num_errors
     interrupted = finished < len(rg) or len(rg) < a["num_samples"]
+    if not interrupted:  # all Tune trials ended: a RUNNING Optuna trial was asked for by a killed driver after
+        #                  its last experiment snapshot (--resume asks anew); close it so the study has no phantom
+        study = optuna.load_study(study_name=f"{dataset}-{arch}", storage=optuna_storage(plan.optuna_url))
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            log(f"optuna trial {t.number}: RUNNING without a Tune trial (driver killed before snapshot) -> FAIL")
+    # Tune's own trial states tell an ASHA stop (TERMINATED before the last epoch) from a trial cut off by an
+    # interrupt (RUNNING / PENDING / PAUSED), which `--resume` will finish.
+    states = {t.trial_id: t.status for t in rg._experiment_analysis.trials}
     rows = []
     for r in rg:
         m = dict(r.metrics or {})
         status = ("error" if r.error else "pruned" if m.get("pruned") else
-                  "completed" if m.get("final") else "stopped")
+                  "completed" if m.get("final") else
+                  "stopped" if states.get(m.get("trial_id"), "TERMINATED") == "TERMINATED" else "unfinished")
         rows.append({"dataset": dataset, "arch": arch, "trial_id": m.get("trial_id", os.path.basename(r.path)),
                      "status": status, "prune_reason": m.get("prune_reason", "") or (str(r.error)[:200] if r.error else ""),
                      **{k: m.get(k) for k in ("epoch", "tow", "tow_mia", "forget_acc", "retain_acc", "val_acc",
-                                              "test_acc", "mia", "unlearn_seconds", "time_total_s")},
+                                              "test_acc", "mia", "unlearn_seconds", "time_total_s", "node_id")},
                      "params": json.dumps(search_spaces.to_config_params(space, r.config)) if r.config else "{}"})
     return rows, interrupted
 

@@ -13,6 +13,7 @@ import tempfile
 import time
 from typing import Optional
 
+import ray
 import torch
 from ray import tune
 
@@ -23,7 +24,7 @@ from unlearn_core.experiment import ExperimentSpec, Workspace, score
 from unlearn_core.unlearning import create_unlearner, make_config
 
 REPORT_KEYS = ("epoch", "tow", "tow_mia", "forget_acc", "retain_acc", "val_acc", "test_acc", "mia",
-               "unlearn_seconds", "final", "pruned")
+               "unlearn_seconds", "final", "pruned", "node_id")
 
 
 def _threads(cpus: float) -> None:
@@ -38,10 +39,10 @@ def run_trial(config: dict, dataset: Optional[Dataset] = None) -> None:
     spec = ExperimentSpec(**{**config["spec"], "forget_classes": tuple(config["spec"].get("forget_classes", (0,)))})
     algorithm = config["algorithm"]
     params = to_config_params(config["space"], config)
-    if algorithm == "rum":
-        from .rum_trial import run_rum_trial  # RUM reports per sub-step
+    if algorithm == "rum" or int(config.get("steps", 1)) > 1:
+        from .sequential_trial import run_sequential_trial  # one report per deletion request
 
-        return run_rum_trial(config, spec, params, dataset)
+        return run_sequential_trial(config, spec, params, dataset)
     cfg = make_config(algorithm, params)
     ws = Workspace(spec, dataset)
     original, _ = ws.original()
@@ -62,12 +63,13 @@ def run_trial(config: dict, dataset: Optional[Dataset] = None) -> None:
         try:
             unl.step()
         except LossDiverged as err:
-            tune.report(pruned_metrics(unl.epoch + 1, err, seconds + time.perf_counter() - t0))
+            tune.report({**pruned_metrics(unl.epoch + 1, err, seconds + time.perf_counter() - t0),
+                         "node_id": ray.get_runtime_context().get_node_id()})
             return
         seconds += time.perf_counter() - t0
         metrics = {**score(ws.evaluate(unl.model, forget_ids), ref), "epoch": unl.epoch,
                    "unlearn_seconds": seconds, "final": int(unl.epoch == cfg.epochs), "pruned": 0,
-                   "prune_reason": ""}
+                   "prune_reason": "", "node_id": ray.get_runtime_context().get_node_id()}
         with tempfile.TemporaryDirectory() as d:
             torch.save({**unl.state_dict(), "seconds": seconds}, os.path.join(d, "state.pt"))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

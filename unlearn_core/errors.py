@@ -29,4 +29,5 @@ class LossDiverged(UnlearnError):
 
     def __init__(self, reason: str, epoch: int, value: float):
         self.reason, self.epoch, self.value = reason, epoch, value
-        super().__init__(f"loss diverged in epoch {epoch}: {reason} (value={value:.4g})")
+        # `epoch` is 0-based like the loops; the message counts from 1 like every progress line.
+        super().__init__(f"loss diverged in epoch {epoch + 1}: {reason} (value={value:.4g})")

@@ -198,9 +198,11 @@ class Workspace:
             return random_forget(pool, s.resolved_forget_size, s.seed)
         if s.forget == "class":
             return class_forget(self.data.train.y, s.forget_classes, pool)
-        if scores is None:
-            raise ConfigError("forget='mix' needs memorization scores: use a proxy (see unlearn_core.proxies)")
         from .forget import mix
+        from .proxies import memorization  # late: proxies builds on this module
+
+        if scores is None:  # the proxy of the original model (cached in the store like the models)
+            scores = memorization(self, s.proxy)
         return mix(scores, s.resolved_forget_size, pool)
 
     def sets(self, forget_ids: np.ndarray, *exclude: np.ndarray) -> tuple[DeviceData, DeviceData]:
@@ -241,11 +243,11 @@ def run_experiment(spec: ExperimentSpec, algorithm: str, params: Mapping[str, An
     """
     cfg = make_config(algorithm, params)  # validate before any training
     ws = workspace or Workspace(spec, log=log)
-    original, _ = ws.original()
-    forget_ids = ws.select_forget()
+    forget_ids = ws.select_forget()  # also before training: a forget set that cannot be drawn trains nothing
     forget, retain = ws.sets(forget_ids)
     if len(forget) == 0:
         raise ConfigError("the forget set is empty")
+    original, _ = ws.original()
     r = ws.retrain_metrics(forget_ids)
     unl = create_unlearner(algorithm, original, forget, retain, cfg, seed=spec.seed,
                            pad=ws.data.crop_pad, flip=ws.data.flip)

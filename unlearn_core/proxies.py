@@ -101,7 +101,8 @@ def _register(p: Proxy) -> Proxy:
     return PROXIES.register(p.name)(p)
 
 
-_register(Proxy("confidence", "mean softmax probability of the label during training (negated)", -1, event="confidence"))
+_register(Proxy("confidence", "mean softmax probability of the label during training (negated)", -1,
+                event="confidence"))
 _register(Proxy("max_conf", "mean largest softmax probability during training (negated)", -1, event="max_conf"))
 _register(Proxy("entropy", "mean negative entropy Σ p log p during training (negated, i.e. mean entropy)", -1,
                 event="neg_entropy"))

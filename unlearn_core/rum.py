@@ -57,7 +57,8 @@ def check_config_types(cfg, what: str) -> None:
               "float": isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool),
               "bool": isinstance(v, (bool, np.bool_))}.get(kind, True)
         if not ok:
-            raise ConfigError(f"{what}: {f.name} must be a {kind}, got {v!r}")
+            noun = {"int": "an integer", "float": "a number", "bool": "a boolean"}[kind]
+            raise ConfigError(f"{what}: {f.name} must be {noun}, got {v!r}")
 
 
 def parse_plan(plan: Any) -> list[tuple[str, Any]]:

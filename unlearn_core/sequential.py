@@ -120,9 +120,23 @@ def _request_classes(spec: ExperimentSpec, steps: int) -> list[tuple[int, ...]]:
     return [(c,) for c in classes]
 
 
-def _check_sizes(ws: Workspace, plan: _Plan, steps: int) -> Optional[list[tuple[int, ...]]]:
+WORKSPACE_FIELDS = ("dataset", "arch", "seed", "split_seed", "train_epochs")  # what a Workspace is built from
+
+
+def _check_workspace(spec: ExperimentSpec, ws: Workspace) -> None:
+    """A given workspace must be the spec's: same data, model, seed and recipe (the forget fields may differ)."""
+    diff = [(f, getattr(ws.spec, f), getattr(spec, f)) for f in WORKSPACE_FIELDS
+            if getattr(spec, f) != getattr(ws.spec, f)]
+    if spec.resolved_width != ws.width:
+        diff.append(("width", ws.width, spec.resolved_width))
+    if diff:
+        raise ConfigError("the workspace was built for another experiment: "
+                          + ", ".join(f"{f}={a!r} there, {b!r} in the spec" for f, a, b in diff))
+
+
+def _check_sizes(spec: ExperimentSpec, ws: Workspace, plan: _Plan, steps: int) -> Optional[list[tuple[int, ...]]]:
     """Checks that need the data: the requests must fit the training split (nothing trains here)."""
-    spec, n_train = ws.spec, len(ws.train)
+    n_train = len(ws.train)
     needs3 = plan.algorithm == "rum" or spec.forget == "mix"
     if spec.forget == "class":
         per = _request_classes(spec, steps)
@@ -169,7 +183,8 @@ def run_sequential(spec: ExperimentSpec, algorithm: str, params: Optional[Mappin
     """
     plan = _parse(spec, algorithm, params, steps, selection)
     ws = workspace or Workspace(spec, log=log)
-    per_classes = _check_sizes(ws, plan, steps)
+    _check_workspace(spec, ws)
+    per_classes = _check_sizes(spec, ws, plan, steps)
     n_train = len(ws.train)
 
     original, _ = ws.original()
@@ -297,7 +312,8 @@ def run_sequential(spec: ExperimentSpec, algorithm: str, params: Optional[Mappin
         "requests": int(steps),
         "selection": selection,
         "seed": spec.seed,
-        "spec": {**dataclasses.asdict(spec), "width": ws.width, "forget_size": None if spec.forget == "class" else spec.resolved_forget_size},
+        "spec": {**dataclasses.asdict(spec), "width": ws.width,
+                 "forget_size": None if spec.forget == "class" else spec.resolved_forget_size},
         "env": environment(),
     }
 

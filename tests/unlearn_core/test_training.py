@@ -1,7 +1,8 @@
 """Training from scratch on real data (scikit-learn's digits), learning events, recipes and the KD loss.
 
 Models are width 0.125 so a 4-epoch run takes seconds on a 2-core CPU; each architecture is trained once
-per module (fixture) and shared by the accuracy and learning-event tests.
+per module (fixture) and shared by the accuracy and learning-event tests. The module runs torch on one
+thread: on a shared 2-core runner two OpenMP threads fighting other processes run 10-20x slower.
 """
 from __future__ import annotations
 
@@ -21,6 +22,14 @@ from unlearn_core.training import (TrainConfig, kl_to_teacher, recipe_for, train
 ARCHS = ("resnet18", "vgg16_bn")
 WIDTH = 0.125
 EPOCHS = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,70 @@
+"""Shared fixtures of the tuner's end-to-end tests: the CLI as a subprocess and one artifact store per session.
+
+Every search runs as `python -m tuner.search ...` in its own process, so each starts (and stops) its own local
+Ray and nothing of Ray stays in the pytest process. The artifact store is shared by the whole session, so the
+originals and retrains of digits / ResNet-18 (seeds 0 and 1) are trained once, by whichever search runs first.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env() -> dict:
+    """The environment of a CLI subprocess: this checkout first on the path (Ray's workers inherit it)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tuner.search", *args]
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the CLI to the end; stdout/stderr captured as text."""
+    return subprocess.run(cli_command(*args), cwd=cwd, env=cli_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def search_root(tmp_path_factory) -> Path:
+    """A session-wide folder: `store/` is the artifact store of every search, the rest are experiment roots."""
+    root = tmp_path_factory.mktemp("search")
+    (root / "store").mkdir()
+    return root
+
+
+@pytest.fixture(scope="session")
+def search_cli(search_root):
+    """`search_cli(*args, timeout=...)`: run the CLI in the session folder; the result has `.wall` (seconds)."""
+
+    def run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        t0 = time.monotonic()
+        proc = run_cli(*args, cwd=search_root, timeout=timeout)
+        proc.wall = time.monotonic() - t0
+        return proc
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def search_popen(search_root):
+    """`search_popen(*args, out=path, err=path)`: start the CLI in the background, stdout into `out` and stderr
+    into `err` (into `out` too when `err` is None); the process has `.started` (time.monotonic())."""
+
+    def start(*args: str, out: Path, err: Path | None = None) -> subprocess.Popen:
+        with open(out, "w") as fo, open(err or os.devnull, "w") as fe:
+            proc = subprocess.Popen(cli_command(*args), cwd=search_root, env=cli_env(), stdout=fo,
+                                    stderr=fe if err else subprocess.STDOUT)
+        proc.started = time.monotonic()
+        return proc
+
+    return start

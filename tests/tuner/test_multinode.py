@@ -1,0 +1,314 @@
+"""Multi-node for real, on one machine: a head and worker nodes as separate `ray start` processes, the search
+CLI joining them with `--address`, and faults injected by SIGKILL.
+
+- Trials spread over the nodes (each node has 1 CPU, 2 trials run at once) — seen through the `node_id` every
+  report carries, per epoch in each trial's result.json and per trial in trials.csv.
+- Killing the worker node mid-trial: the trial is retried on the head from its last checkpoint (the epoch
+  after the last one the worker reported), and the search completes with every trial in trials.csv and in the
+  Optuna study.
+- SIGKILL of the driver once a trial has completed and another has checkpointed: `--resume` finishes the search,
+  the completed trial is kept (same values, not re-run), the interrupted one continues from its checkpoint, and
+  the study ends with exactly one COMPLETE Optuna trial per Tune trial.
+- Token auth is on for the test cluster (`RAY_AUTH_MODE=token`, a private token): a driver with another token is
+  refused with one error line; an address nothing answers fails fast with one line.
+
+Nodes are killed by process session (see ray_nodes.py), never with `ray stop`, so another test's Ray survives.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib puts nothing on sys.path
+from ray_nodes import Cluster, free_port, kill_session  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+NUM_SAMPLES = 3
+SMALL = ["--num-samples", str(NUM_SAMPLES), "--train-epochs", "3", "--width", "0.125", "--final-seeds", "1",
+         "--top-k", "1", "--no-dashboard", "--max-failures", "2"]
+STUDY = "digits-resnet18"
+SEARCH_TIMEOUT = 420
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tuner.search", *args]
+
+
+def records(exp: Path) -> dict[str, list[dict]]:
+    """Per Tune trial id: every result it reported (result.json lines, in order), across retries/resumes."""
+    out = {}
+    for f in exp.glob(f"tune-{STUDY}/*/result.json"):
+        rows = []
+        for line in f.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line being written right now
+                break
+        if rows:
+            out[rows[0]["trial_id"]] = rows
+    return out
+
+
+def study_trials(exp: Path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{exp}/optuna.db").trials
+
+
+def complete_numbers(exp: Path) -> list[int] | None:
+    """COMPLETE trial numbers in the study, read-only while the driver writes it (optuna.load_study would
+    create the schema in a database the driver has not made yet)."""
+    db = exp / "optuna.db"
+    if not db.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)) as con:
+            return [n for (n,) in con.execute("SELECT number FROM trials WHERE state = 'COMPLETE'")]
+    except sqlite3.Error:  # no tables yet, or locked
+        return None
+
+
+def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"search exited {proc.returncode} before {what}:\n{tail(log)}")
+        time.sleep(0.5)
+    pytest.fail(f"no {what} after {timeout}s:\n{tail(log)}")
+
+
+def tail(log: Path | None, n: int = 4000) -> str:
+    return log.read_text(errors="replace")[-n:] if log and log.exists() else ""
+
+
+def run_to_end(proc: subprocess.Popen, log: Path, timeout: float = SEARCH_TIMEOUT) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_session(proc.pid)
+        pytest.fail(f"search still running after {timeout}s:\n{tail(log)}")
+
+
+def start_search(cluster: Cluster, cwd: Path, log: Path, *args: str) -> subprocess.Popen:
+    with open(log, "a") as f:  # its own session: a kill hits the driver and nothing else
+        return subprocess.Popen(cli(*args), cwd=cwd, env=cluster.env, stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def check_nothing_lost(exp: Path, same_values: bool = True) -> pd.DataFrame:
+    """trials.csv holds every trial once, none errored; the study holds exactly one COMPLETE trial for each
+    (same config; same objective values too unless `same_values=False`) and nothing left RUNNING. A FAIL is
+    allowed only as the closed phantom of a driver killed between Optuna's ask and Tune's next snapshot."""
+    df = pd.read_csv(exp / "trials.csv")
+    assert len(df) == NUM_SAMPLES and df["trial_id"].is_unique, df.to_string()
+    assert set(df["status"]) <= {"completed", "stopped", "pruned"}, df[["trial_id", "status", "prune_reason"]]
+    trials = study_trials(exp)
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == NUM_SAMPLES and "RUNNING" not in states, states
+    if same_values:
+        assert states == ["COMPLETE"] * NUM_SAMPLES, states
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(t.params["lr"] for t in complete) == sorted(json.loads(p)["lr"] for p in df["params"])
+    if same_values:
+        in_study = sorted(tuple(round(v, 9) for v in t.values) for t in complete)
+        in_csv = sorted((round(r.tow, 9), round(r.tow_mia, 9)) for r in df.itertuples())
+        assert in_study == in_csv
+    return df
+
+
+# ---------------------------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Head node: 1 CPU, token auth with a private token, its own ports and temp dir."""
+    c = Cluster()
+    try:
+        c.start_head(num_cpus=1)
+        yield c
+    finally:
+        c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("store")  # originals/retrains built once for the module
+
+
+@pytest.fixture(scope="module")
+def worker_kill_run(cluster, store, tmp_path_factory):
+    """A 2-node search (head + worker, 1 CPU each) whose worker node is SIGKILLed right after a trial running
+    on it reported (and checkpointed) its first epoch."""
+    root = tmp_path_factory.mktemp("wk")
+    worker = cluster.add_node("w1", num_cpus=1, resources={"worker_node": 1})
+    log = root / "search.log"
+    proc = start_search(cluster, root, log, "scrub", "--address", cluster.address, "--storage", str(root),
+                        "--store", str(store), "--name", "wk", *SMALL)
+    exp = root / "wk"
+    try:
+        def on_worker():
+            return next((tid for tid, rows in records(exp).items() if rows[-1]["node_id"] == worker.node_id), None)
+
+        victim = wait_for(on_worker, 300, "trial report from the worker node", proc, log)
+        worker.kill()
+        killed = {tid: [r["epoch"] for r in rows if r["node_id"] == worker.node_id]
+                  for tid, rows in records(exp).items()}
+        rc = run_to_end(proc, log)
+    finally:
+        kill_session(proc.pid)
+        worker.kill()
+    out = {"exp": exp, "rc": rc, "log": log, "head": cluster.nodes[0].node_id, "worker": worker.node_id,
+           "victim": victim, "worker_epochs_at_kill": killed, "worker_alive": worker.alive()}
+    (root / "fixture.json").write_text(json.dumps(out, default=str, indent=1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def driver_kill_run(cluster, store, tmp_path_factory):
+    """A 2-node search whose driver is SIGKILLed once one trial is COMPLETE in the study and another has
+    checkpointed; then `--resume` on the same cluster."""
+    root = tmp_path_factory.mktemp("dk")
+    worker = cluster.add_node("w2", num_cpus=1, resources={"worker_node": 1})
+    log = root / "search.log"
+    args = ["scrub", "--address", cluster.address, "--storage", str(root), "--store", str(store), "--name", "dk"]
+    exp = root / "dk"
+    proc = start_search(cluster, root, log, *args, *SMALL)
+    try:
+        def one_done_one_checkpointed():
+            done = complete_numbers(exp)
+            return done if done and len(records(exp)) > len(done) else None
+
+        done = wait_for(one_done_one_checkpointed, 300, "completed + checkpointed trials", proc, log)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        killed_rc = proc.returncode
+        before = records(exp)  # what the dead driver left on disk
+        kill_session(proc.pid)
+        done_before = {t.number: tuple(t.values) for t in study_trials(exp) if t.number in done}
+        with open(log, "a") as f:
+            f.write("\n===== driver SIGKILLed; --resume =====\n")
+        proc = start_search(cluster, root, log, *args, "--resume")
+        rc = run_to_end(proc, log)
+    finally:
+        kill_session(proc.pid)
+        worker.kill()
+    out = {"exp": exp, "rc": rc, "killed_rc": killed_rc, "log": log,
+           "done_before": done_before, "records_before": before}
+    (root / "fixture.json").write_text(json.dumps(out, default=str, indent=1))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- tests
+
+def test_search_completes_after_worker_node_loss(worker_kill_run):
+    r = worker_kill_run
+    assert r["rc"] == 0, tail(r["log"])
+    assert not r["worker_alive"]
+    assert (r["exp"] / "best_configs.json").exists()
+
+
+def test_trials_ran_on_both_nodes(worker_kill_run):
+    r = worker_kill_run
+    nodes = {row["node_id"] for rows in records(r["exp"]).values() for row in rows}
+    assert nodes == {r["head"], r["worker"]}, (nodes, r["head"], r["worker"])
+    df = pd.read_csv(r["exp"] / "trials.csv")
+    assert set(df["node_id"]) <= {r["head"], r["worker"]}, df["node_id"]
+
+
+def test_worker_trial_retried_on_head_from_its_checkpoint(worker_kill_run):
+    r = worker_kill_run
+    rows = records(r["exp"])[r["victim"]]
+    on_worker = [x["epoch"] for x in rows if x["node_id"] == r["worker"]]
+    after = [x for x in rows if x["node_id"] != r["worker"]]
+    at_kill = r["worker_epochs_at_kill"][r["victim"]]  # as synced to --storage then: a prefix of the full log
+    assert at_kill and on_worker[:len(at_kill)] == at_kill, (on_worker, at_kill)
+    assert after, f"trial {r['victim']} was not retried after its node died:\n{tail(r['log'])}"
+    assert {x["node_id"] for x in after} == {r["head"]}
+    assert rows.index(after[0]) == len(on_worker), "the retry must come after the worker's epochs"
+    assert after[0]["epoch"] == on_worker[-1] + 1, ([x["epoch"] for x in rows], "retry restarted, not resumed")
+
+
+def test_worker_node_loss_loses_no_trial(worker_kill_run):
+    check_nothing_lost(worker_kill_run["exp"])
+
+
+def test_resume_after_driver_sigkill_completes(driver_kill_run):
+    r = driver_kill_run
+    assert r["killed_rc"] == -signal.SIGKILL
+    assert r["rc"] == 0, tail(r["log"])
+    assert "resuming" in tail(r["log"], 10**6)
+    assert (r["exp"] / "best_configs.json").exists()
+
+
+def test_resume_keeps_completed_trials_and_continues_checkpointed_ones(driver_kill_run):
+    r = driver_kill_run
+    after = records(r["exp"])
+    trials = study_trials(r["exp"])
+    assert r["done_before"], "no trial had completed before the kill"
+    for number, values in r["done_before"].items():  # COMPLETE before the kill: kept as it was
+        assert trials[number].state.name == "COMPLETE" and tuple(trials[number].values) == tuple(values)
+    # Tune writes result.json in a driver-side staging folder and syncs it to --storage with each experiment
+    # snapshot, so lines of the dead driver's run can land after the kill: tell the runs apart by process id.
+    old_pids = {x["pid"] for rows in r["records_before"].values() for x in rows}
+    resumed_from_checkpoint = []
+    for tid, rows in r["records_before"].items():
+        assert after[tid][:len(rows)] == rows, f"trial {tid}: its reports from before the kill changed"
+        first_run = [x for x in after[tid] if x["pid"] in old_pids]
+        resumed = [x for x in after[tid] if x["pid"] not in old_pids]
+        assert after[tid] == first_run + resumed, [(x["epoch"], x["pid"]) for x in after[tid]]
+        if resumed:  # went on under the new driver, never skipping an epoch
+            assert resumed[0]["epoch"] <= first_run[-1]["epoch"] + 1, [x["epoch"] for x in after[tid]]
+            if resumed[0]["epoch"] > 1:
+                resumed_from_checkpoint.append(tid)
+    assert resumed_from_checkpoint, ("no trial continued from a checkpoint after --resume",
+                                     {t: [x["epoch"] for x in rows] for t, rows in after.items()})
+
+
+def test_resume_after_driver_sigkill_loses_no_trial(driver_kill_run):
+    # A trial that ended in the seconds between Tune's last snapshot and the kill is run again from its last
+    # snapshotted checkpoint; Optuna keeps its first values ("Cannot tell a COMPLETE trial"), so the study and
+    # trials.csv may disagree on that trial's values, never on which trials exist.
+    check_nothing_lost(driver_kill_run["exp"], same_values=False)
+    log = tail(driver_kill_run["log"], 10**7)
+    for t in study_trials(driver_kill_run["exp"]):
+        if t.state.name == "FAIL":  # closed by the resumed driver, and said so
+            assert f"optuna trial {t.number}: RUNNING without a Tune trial" in log
+
+
+def test_address_nothing_answers_fails_fast_with_one_line(tmp_path):
+    t0 = time.monotonic()
+    p = subprocess.run(cli("scrub", "--address", f"127.0.0.1:{free_port()}", "--storage", str(tmp_path)),
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and time.monotonic() - t0 < 60
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no Ray cluster answers at 127.0.0.1:" in lines[0], p.stderr
+
+
+def test_token_auth_refuses_a_driver_with_another_token(cluster, tmp_path):
+    other = tmp_path / "other_token"
+    other.write_text("0" * 64)
+    env = {**cluster.env, "RAY_AUTH_TOKEN_PATH": str(other),
+           "RAY_NUM_REDIS_GET_RETRIES": "2"}  # Ray retries the refused connection ~1 s apart (20 by default)
+    p = subprocess.run(cli("scrub", "--address", cluster.address, "--storage", str(tmp_path)), cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot join the Ray cluster at {cluster.address}") and "token" in last, last
+    assert not (tmp_path / "trials.csv").exists()

@@ -1,0 +1,388 @@
+"""`python -m tuner.search` end to end, on a real local Ray, real Optuna SQLite storage and real torch training.
+
+Two searches feed most tests (each is a subprocess with its own Ray; both share the session's artifact store):
+
+* `both`: SCRUB on digits with the default objective (ToW and ToW-MIA, Pareto front) and 4 trials, with
+  1 CPU + 0.5 of a logical GPU per trial on a Ray started with `--local-gpus 1`: outputs, Pareto front,
+  warm start and fractional-GPU concurrency are all read from it.
+* `ng`: NegGrad+ (objective ToW) whose first trial is a diverging config given with `--points`; it is
+  interrupted with SIGINT once a trial has finished and another has checkpointed, then `--resume`d.
+
+The bad-input cases run as parallel subprocesses; none of them may leave an experiment folder behind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pandas as pd
+import pytest
+
+import search_spaces
+
+FAST = ["--num-samples", "4", "--train-epochs", "3", "--width", "0.125", "--final-seeds", "2", "--top-k", "1",
+        "--no-dashboard"]
+NUM_SAMPLES = 4
+STATUSES = {"completed", "stopped", "pruned", "error"}
+STUDY = "digits-resnet18"
+TUNE_DIR = "tune-digits-resnet18"
+# lr far above the space's range and β = 0.2 (forget weight 0.8): gradient ascent on the forget set blows up
+# within the first epoch (the paper's β = 0.2 diverged too).
+DIVERGING = {"lr": 0.9, "epochs": 3, "forget_weight": 0.8, "forget_batch_size": 64, "retain_batch_size": 64}
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+def describe(proc, log: Path | None = None) -> str:
+    out = log.read_text() if log else f"{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    return f"exit {proc.returncode}\n{out[-6000:]}"
+
+
+def read_trials(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, dtype={"trial_id": str, "prune_reason": str})
+    df["prune_reason"] = df["prune_reason"].fillna("")
+    return df
+
+
+def trial_results(tune_dir: Path) -> dict[str, dict]:
+    """trial_id -> {"dir": its folder, "rows": its result.json lines} for every trial that reported."""
+    out = {}
+    for f in sorted(tune_dir.glob("*/result.json")):
+        rows = []
+        for line in f.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line being written while a running search is polled
+                break
+        if rows:
+            out[rows[0]["trial_id"]] = {"dir": f.parent, "rows": rows}
+    return out
+
+
+def load_study(exp: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{exp}/optuna.db")
+
+
+def unfinished(study: optuna.Study) -> list[int]:
+    return [t.number for t in study.trials if t.state in (optuna.trial.TrialState.RUNNING,
+                                                          optuna.trial.TrialState.WAITING)]
+
+
+def stderr_lines(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+def dominated(a, others) -> bool:
+    return any(b[0] >= a[0] and b[1] >= a[1] and (b[0] > a[0] or b[1] > a[1]) for b in others)
+
+
+# --- the searches ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def both_run(search_root, search_cli):
+    """The default-shaped search (scrub on digits, objective both), with fractional logical GPUs."""
+    runs = search_root / "runs"
+    proc = search_cli("scrub", "--storage", str(runs), "--store", str(search_root / "store"), "--name", "both",
+                      *FAST, "--local-gpus", "1", "--gpus-per-trial", "0.5", "--cpus-per-trial", "1")
+    return SimpleNamespace(proc=proc, exp=runs / "both")
+
+
+def _interruptible(tune_dir: Path) -> bool:
+    """A trial has finished (reported `final`) and another is still running with a checkpoint on disk: it is
+    below ASHA's first rung (epoch 3), so no scheduler can have stopped it."""
+    trials = trial_results(tune_dir).values()
+    finished = any(t["rows"][-1].get("final") == 1 for t in trials)
+    running = any(t["rows"][-1].get("final") == 0 and t["rows"][-1]["training_iteration"] < 3
+                  and (t["dir"] / "checkpoint_000000").is_dir() for t in trials)
+    return finished and running
+
+
+@pytest.fixture(scope="module")
+def resumed_run(search_root, search_cli, search_popen):
+    """NegGrad+ search with a diverging first point: SIGINT mid-search, then `--resume`."""
+    runs, name = search_root / "runs", "ng"
+    exp = runs / name
+    points = search_root / "diverging.json"
+    points.write_text(json.dumps([DIVERGING]))
+    log = search_root / "ng-interrupted.log"
+    proc = search_popen("neggrad_plus", "--storage", str(runs), "--store", str(search_root / "store"),
+                        "--name", name, "--objective", "tow", *FAST, "--points", str(points), out=log)
+    try:
+        deadline = time.monotonic() + 600
+        while not _interruptible(exp / TUNE_DIR):
+            if proc.poll() is not None:
+                pytest.fail(f"the search ended before it could be interrupted: {describe(proc, log)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no trial finished / checkpointed within 600 s: {describe(proc, log)}")
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        first_rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    first = SimpleNamespace(rc=first_rc, log=log, results=trial_results(exp / TUNE_DIR),
+                            trials=read_trials(exp / "trials.csv") if (exp / "trials.csv").exists() else None,
+                            study_trials=len(load_study(exp).trials), meta=(exp / "search.json").read_text())
+    resumed = search_cli("neggrad_plus", "--storage", str(runs), "--name", name, "--resume")
+    return SimpleNamespace(first=first, proc=resumed, exp=exp)
+
+
+# --- 1. outputs of the default-shaped search -------------------------------------------------------------------
+@pytest.mark.slow
+def test_search_writes_outputs_that_agree(both_run):
+    proc, exp = both_run.proc, both_run.exp
+    assert proc.returncode == 0, describe(proc)
+    for name in ("best_configs.json", "best_configs.md", "trials.csv", "optuna.db"):
+        assert (exp / name).is_file(), f"{name} missing: {describe(proc)}"
+    meta = json.loads((exp / "search.json").read_text())
+    assert (meta["args"]["objective"], meta["args"]["dataset"], meta["args"]["arch"]) == \
+        ("both", ["digits"], ["resnet18"])
+
+    summary = json.loads((exp / "best_configs.json").read_text())
+    md = (exp / "best_configs.md").read_text()
+    assert [(s["dataset"], s["arch"]) for s in summary] == [("digits", "resnet18")]
+    for s in summary:
+        best = f"| {s['dataset']} | {s['arch']} | **best** ({s['label']}) | {s['tow']['mean']:.4f} "
+        assert best in md, md
+        assert f"| {s['dataset']} | {s['arch']} | paper | {s['paper']['tow']['mean']:.4f} " in md, md
+
+    trials = read_trials(exp / "trials.csv")
+    assert len(trials) == NUM_SAMPLES == summary[0]["trials_run"]
+    assert trials["trial_id"].is_unique
+    assert set(trials["status"]) <= STATUSES, trials["status"].tolist()
+    assert all(trials.loc[trials["status"] == "pruned", "prune_reason"].str.strip() != "")
+    assert summary[0]["trials"] == {s: int((trials["status"] == s).sum()) for s in STATUSES}
+
+    study = load_study(exp)
+    assert len(study.trials) == NUM_SAMPLES
+    assert unfinished(study) == [], "trials left RUNNING/WAITING in the Optuna study"
+    # Every trial that reported is in the study with its last (ToW, ToW-MIA) (ASHA-stopped ones included).
+    told = sorted(tuple(t.values) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    reported = sorted(zip(trials.loc[trials["status"] != "error", "tow"],
+                          trials.loc[trials["status"] != "error", "tow_mia"]))
+    assert len(told) == len(reported)
+    for a, b in zip(told, reported):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+
+# --- 2. Pareto front -------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_pareto_front_is_the_non_dominated_completed_trials(both_run):
+    proc, exp = both_run.proc, both_run.exp
+    assert proc.returncode == 0, describe(proc)
+    trials = read_trials(exp / "trials.csv")
+    done = trials[trials["status"] == "completed"]
+    assert len(done) >= 1, "ASHA always lets the first trial at a rung go on, so one trial completes"
+    points = {r.trial_id: (r.tow, r.tow_mia) for r in done.itertuples()}
+    expected = {t for t, p in points.items() if not dominated(p, [q for u, q in points.items() if u != t])}
+
+    front = pd.read_csv(exp / "pareto_front.csv", dtype={"trial_id": str})
+    assert front["trial_id"].is_unique
+    assert set(front["trial_id"]) == expected
+    for r in front.itertuples():
+        assert (r.tow, r.tow_mia) == pytest.approx(points[r.trial_id], rel=1e-9)
+    summary = json.loads((exp / "best_configs.json").read_text())
+    assert {p["trial_id"] for p in summary[0]["pareto_front"]} == expected
+
+
+# --- 3. fractional GPUs ----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_fractional_gpus_run_two_trials_at_once(both_run):
+    proc, exp = both_run.proc, both_run.exp
+    assert proc.returncode == 0, describe(proc)
+    meta = json.loads((exp / "search.json").read_text())
+    assert meta["resources"] == {"cpus_per_trial": 1, "gpus_per_trial": 0.5, "max_concurrent": 2}
+    results = trial_results(exp / TUNE_DIR)
+    assert len(results) == NUM_SAMPLES
+    # [start, end] of each trial: its first report minus that epoch's time, to its last report. `timestamp` is
+    # whole seconds, so sequential trials can appear to overlap by up to 1 s; demand more than 2 s.
+    spans = {t: (r["rows"][0]["timestamp"] - r["rows"][0]["time_this_iter_s"], r["rows"][-1]["timestamp"])
+             for t, r in results.items()}
+    ids = sorted(spans)
+    overlaps = {(a, b): min(spans[a][1], spans[b][1]) - max(spans[a][0], spans[b][0])
+                for i, a in enumerate(ids) for b in ids[i + 1:]}
+    (a, b), best = max(overlaps.items(), key=lambda kv: kv[1])
+    assert best > 2, f"no two trials ran at once: {spans}"
+    assert results[a]["rows"][0]["pid"] != results[b]["rows"][0]["pid"]
+
+
+# --- 4. interrupt + resume ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_interrupted_search_resumes_without_losing_or_rerunning_trials(resumed_run):
+    first, proc, exp = resumed_run.first, resumed_run.proc, resumed_run.exp
+    assert first.rc == 130, f"SIGINT should stop the search with exit 130: {first.rc}\n{first.log.read_text()[-4000:]}"
+    assert first.trials is not None, "trials.csv is written when the search is interrupted"
+    assert "--resume" in first.log.read_text()
+    assert proc.returncode == 0, describe(proc)
+
+    trials = read_trials(exp / "trials.csv")
+    assert len(trials) == NUM_SAMPLES and trials["trial_id"].is_unique, trials[["trial_id", "status"]]
+    assert set(first.trials["trial_id"]) <= set(trials["trial_id"]), "a trial started before the interrupt is lost"
+    assert set(trials["status"]) <= STATUSES
+
+    final = trials.set_index("trial_id")
+    done_before = first.trials[first.trials["status"].isin(["completed", "pruned"])]
+    assert len(done_before) >= 1
+    after = trial_results(exp / TUNE_DIR)
+    for r in done_before.itertuples():
+        f = final.loc[r.trial_id]
+        assert (f["status"], f["epoch"], f["prune_reason"]) == (r.status, r.epoch, r.prune_reason)
+        assert (f["tow"], f["tow_mia"]) == pytest.approx((r.tow, r.tow_mia), rel=1e-12)
+        assert len(after[r.trial_id]["rows"]) == len(first.results[r.trial_id]["rows"]), \
+            f"finished trial {r.trial_id} reported again after --resume"
+    # A trial that was running continued from its checkpoint: its iteration count went on past the restore.
+    restored = [t for t, r in after.items()
+                if any(row["iterations_since_restore"] < row["training_iteration"] for row in r["rows"])]
+    assert restored, "no trial resumed from a checkpoint"
+    for t in restored:
+        its = [row["training_iteration"] for row in after[t]["rows"]]
+        assert its == sorted(set(its)), f"trial {t} repeated iterations after the restore: {its}"
+
+    study = load_study(exp)
+    assert len(study.trials) == NUM_SAMPLES, f"{len(study.trials)} Optuna trials (before --resume: {first.study_trials})"
+    assert unfinished(study) == []
+    summary = json.loads((exp / "best_configs.json").read_text())
+    assert summary[0]["trials_run"] == NUM_SAMPLES
+    assert (exp / "search.json").read_text() == first.meta, "--resume rewrote the experiment's search.json"
+
+
+# --- 5. divergence ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*out of the range:UserWarning")  # DIVERGING lies outside the space on purpose
+def test_diverging_config_is_pruned_with_its_reason(resumed_run):
+    proc, exp = resumed_run.proc, resumed_run.exp
+    assert proc.returncode == 0, describe(proc)
+    trials = read_trials(exp / "trials.csv")
+    expected = search_spaces.to_config_params("neggrad_plus", DIVERGING)
+    rows = [r for r in trials.itertuples() if json.loads(r.params) == expected]
+    assert len(rows) == 1, trials[["trial_id", "status", "params"]]
+    assert rows[0].status == "pruned" and "diverged" in rows[0].prune_reason, rows[0]
+    # --points are evaluated first: Optuna trial 0 is that point.
+    study = load_study(exp)
+    assert min(study.trials, key=lambda t: t.number).params == DIVERGING
+    summary = json.loads((exp / "best_configs.json").read_text())
+    assert summary[0]["trials"]["pruned"] >= 1
+    assert summary[0]["params"] != expected, "a diverged config cannot win"
+
+
+# --- 6. warm start --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_paper_config_is_the_first_trial(both_run):
+    proc, exp = both_run.proc, both_run.exp
+    assert proc.returncode == 0, describe(proc)
+    paper = search_spaces.paper_config("scrub", "digits", "resnet18")
+    first = min(load_study(exp).trials, key=lambda t: t.number)
+    assert first.number == 0 and first.params == paper
+    params = [json.loads(p) for p in read_trials(exp / "trials.csv")["params"]]
+    assert search_spaces.to_config_params("scrub", paper) in params
+
+
+# --- 7. bad input ---------------------------------------------------------------------------------------------------
+# (args, a word the one error line must contain). Checked in this process (the CLI's `main`, real files, no Ray):
+# each is refused before anything heavy starts.
+BAD = {
+    "unknown algorithm": (["nope"], "nope"),
+    "unknown objective": (["scrub", "--objective", "nope"], "--objective"),
+    "unknown dataset": (["scrub", "--dataset", "nope"], "--dataset"),
+    "unknown arch": (["scrub", "--arch", "nope"], "--arch"),
+    "gpus-per-trial 1.5": (["scrub", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
+    "resume missing": (["scrub", "--resume", "--name", "missing"], "missing"),
+    "unreachable address": (["scrub", "--address", "127.0.0.1:1"], "127.0.0.1:1"),
+}
+# The same, as whole processes run side by side (import-time noise on stderr counts too), plus the two that need
+# a process of their own: the GPU check (it starts a local Ray) and the interpreter start-up baseline (--help).
+CLI_CASES = ("unknown algorithm", "unreachable address")
+
+
+@pytest.fixture(scope="module")
+def cli_failures(search_root, search_popen):
+    cases = {k: BAD[k][0] for k in CLI_CASES}
+    cases["gpus without gpus"] = ["scrub", "--gpus-per-trial", "0.5", "--no-dashboard", "--name", "gpu",
+                                  "--store", str(search_root / "store")]
+    cases["help"] = ["--help"]
+    procs = {}
+    for key, args in cases.items():
+        d = search_root / "cli" / key.replace(" ", "_")
+        d.mkdir(parents=True)
+        storage = d / "runs"
+        procs[key] = (search_popen(*args, "--storage", str(storage), out=d / "out", err=d / "err"), d, storage)
+    out = {}
+    for key, (p, d, storage) in procs.items():
+        try:
+            p.wait(timeout=300)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        proc = subprocess.CompletedProcess(p.args, p.returncode, (d / "out").read_text(), (d / "err").read_text())
+        proc.wall = time.monotonic() - p.started
+        out[key] = (proc, storage)
+    return out
+
+
+def _main(argv: list[str]) -> int:
+    from tuner.search import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse
+        return e.code
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_fails_in_one_line_and_leaves_nothing(case, tmp_path, capfd):
+    storage = tmp_path / "runs"
+    capfd.readouterr()
+    t0 = time.monotonic()
+    rc = _main([*BAD[case][0], "--storage", str(storage)])
+    elapsed = time.monotonic() - t0
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc not in (0, None), err
+    assert len(lines) == 1, err
+    assert "error" in lines[0] and BAD[case][1] in lines[0], lines[0]
+    assert not storage.exists(), f"{case} left {sorted(storage.rglob('*'))}"
+    assert elapsed < 10, f"{case} took {elapsed:.1f} s to fail"
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_bad_command_line_prints_one_line(cli_failures, case):
+    proc, storage = cli_failures[case]
+    baseline, _ = cli_failures["help"]
+    assert proc.returncode == 2, describe(proc)
+    lines = stderr_lines(proc)
+    assert len(lines) == 1 and BAD[case][1] in lines[0], describe(proc)
+    assert not storage.exists()
+    # Started side by side with `--help`: failing may cost at most 10 s on top of the interpreter start-up.
+    assert proc.wall < baseline.wall + 10, (proc.wall, baseline.wall)
+
+
+def test_gpus_per_trial_without_gpus_fails_in_one_line(cli_failures):
+    proc, storage = cli_failures["gpus without gpus"]
+    assert proc.returncode != 0, describe(proc)
+    errors = [line for line in stderr_lines(proc) if line.startswith("error:")]
+    assert len(errors) == 1 and "GPU" in errors[0], describe(proc)
+    assert "Traceback" not in proc.stderr, describe(proc)
+    assert not list(storage.glob("*/search.json")), "a failed search left an experiment behind"
+
+
+# --- 8. --help ----------------------------------------------------------------------------------------------------
+def test_help_documents_every_option(cli_failures):
+    from tuner.search import build_parser
+
+    proc, _ = cli_failures["help"]
+    assert proc.returncode == 0, describe(proc)
+    text = proc.stdout
+    parser = build_parser()
+    for action in parser._actions:
+        assert action.help and action.help != argparse.SUPPRESS and action.help.strip(), action.dest
+        for opt in action.option_strings:
+            assert opt in text, f"{opt} missing from --help"
+        if not action.option_strings:  # the positional algorithm: its choices are listed
+            assert all(c in text for c in action.choices)
+    assert "extra configs to evaluate first" in " ".join(text.split())

@@ -1,0 +1,148 @@
+"""`python -m unlearn_core run`, as a user runs it: a subprocess on digits with a width-0.125 ResNet-18."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORD_KEYS = ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia", "tow", "tow_mia", "retrain",
+               "unlearn_seconds", "retrain_seconds", "params", "spec", "algorithm", "seed", "env", "device",
+               "diverged", "history")
+METRICS = ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia")
+OPTIONS = ("--algorithm", "--dataset", "--data-dir", "--download", "--arch", "--width", "--param", "--seed",
+           "--split-seed", "--forget", "--forget-size", "--forget-classes", "--store", "--device",
+           "--train-epochs", "--json")
+TINY = ["--dataset", "digits", "--arch", "resnet18", "--width", "0.125", "--device", "cpu"]
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "unlearn_core", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def files_under(path: Path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*")} if path.exists() else set()
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    res = cli("run", "--algorithm", "scrub", *TINY, "--train-epochs", "3", "--param", "epochs=2",
+              "--param", "max_steps=1,retain_batch_size=128", "--store", str(store), "--json")
+    return store, res
+
+
+def test_run_json_record(first_run):
+    store, res = first_run
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout)  # stdout holds the record and nothing else
+    for k in RECORD_KEYS:
+        assert k in rec, k
+    for k in METRICS:
+        assert k in rec["retrain"], k
+        assert isinstance(rec[k], float)
+    assert 0 <= rec["forget_acc"] <= 100 and 0 <= rec["mia"] <= 1 and 0 <= rec["tow"] <= 1
+    assert rec["retrain"]["test_acc"] > 50, "3 epochs on digits should give a useful retrained model"
+    assert rec["params"]["epochs"] == 2 and rec["params"]["max_steps"] == 1
+    assert rec["params"]["retain_batch_size"] == 128 and rec["params"]["alpha"] == 0.9  # the rest: defaults
+    assert rec["algorithm"] == "scrub" and rec["seed"] == 0 and rec["device"] == "cpu" and rec["diverged"] is None
+    assert rec["spec"]["width"] == 0.125 and rec["spec"]["forget_size"] == 90
+    assert len(rec["history"]) == 2
+    assert {"torch", "numpy", "sklearn", "python"} <= set(rec["env"])
+    # progress on stderr: both models trained, then the unlearning epochs
+    assert "training original" in res.stderr and "training retrain" in res.stderr
+    assert "scrub epoch 2/2" in res.stderr
+    assert files_under(store), "nothing was cached in the store"
+
+
+def test_second_run_reuses_the_store_and_prints_a_table(first_run):
+    store, first = first_run
+    before = files_under(store)
+    res = cli("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--param", "epochs=1",
+              "--store", str(store))
+    assert res.returncode == 0, res.stderr
+    assert "training" not in res.stderr  # neither the original nor the retrain is trained again
+    assert "loaded from the store" in res.stderr
+    assert "neggrad_plus epoch 1/1" in res.stderr
+    assert files_under(store) == before
+    out = res.stdout
+    for word in ("unlearned", "retrained", "forget acc", "retain acc", "val acc", "test acc", "MIA", "ToW",
+                 "ToW-MIA", "seconds", "device"):
+        assert word in out, word
+    # the retrained column is the cached retrain of the first run
+    retrain = json.loads(first.stdout)["retrain"]
+    row = next(line for line in out.splitlines() if line.startswith("test acc"))
+    assert row.split()[-1] == f"{retrain['test_acc']:.2f}"
+
+
+BAD_INPUTS = {
+    "unknown algorithm": (["--algorithm", "scrubb"], "scrubb"),
+    "unknown dataset": (["--dataset", "mnist"], "mnist"),
+    "unknown arch": (["--arch", "resnet50"], "resnet50"),
+    "beta above 1": (["--algorithm", "neggrad_plus", "--param", "beta=1.5"], "beta"),
+    "negative lr": (["--param", "lr=-1"], "lr"),
+    "max_steps above epochs": (["--param", "max_steps=5", "--param", "epochs=2"], "max_steps"),
+    "unknown hyperparameter": (["--param", "bogus=1"], "valid: lr, epochs, max_steps"),
+    "malformed param": (["--param", "lr"], "NAME=VALUE"),
+    "zero width": (["--width", "0"], "width"),
+    "imagefolder without data dir": (["--dataset", "imagefolder"], "data-dir"),
+    "imagefolder with a missing data dir": (["--dataset", "imagefolder", "--data-dir", "/nonexistent/x"],
+                                            "does not exist"),
+    "forget set larger than the training split": (["--forget-size", "5000"], "5000"),
+    "forget class that does not exist": (["--forget", "class", "--forget-classes", "12"], "12"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path, case):
+    extra, needle = BAD_INPUTS[case]
+    opts = {"--algorithm": "scrub", "--dataset": "digits", "--arch": "resnet18", "--width": "0.125",
+            "--train-epochs": "1", "--device": "cpu"}
+    rest = []
+    it = iter(extra)
+    for a in it:
+        if a in opts:
+            opts[a] = next(it)
+        else:
+            rest.append(a)
+    store = tmp_path / "store"
+    store.mkdir()
+    args = ["run", *(x for kv in opts.items() for x in kv), *rest, "--store", str(store), "--json"]
+    res = cli(*args, timeout=300)
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
+    assert res.stdout == ""
+    assert files_under(store) == set(), "a refused run wrote to the store"
+
+
+def test_help_mentions_every_option():
+    top = cli("--help")
+    assert top.returncode == 0 and "run" in top.stdout
+    res = cli("run", "--help")
+    assert res.returncode == 0
+    for opt in OPTIONS:
+        assert opt in res.stdout, opt
+    for name in ("scrub", "neggrad_plus", "finetune", "digits", "cifar10", "cifar100", "imagefolder", "vgg16_bn",
+                 "beta", "max_steps", "temperature"):
+        assert name in res.stdout, name
+
+
+def test_every_option_has_help():
+    from unlearn_core.__main__ import build_parser
+
+    parser = build_parser()
+    run = parser._subparsers._group_actions[0].choices["run"]
+    documented = set()
+    for action in run._actions:
+        if action.option_strings and "-h" not in action.option_strings:
+            assert action.help and len(action.help) > 15, action.option_strings
+            documented.update(action.option_strings)
+    assert documented == set(OPTIONS)
