@@ -236,14 +236,18 @@ def score(u: Mapping[str, float], r: Mapping[str, float]) -> dict:
 def run_experiment(spec: ExperimentSpec, algorithm: str, params: Mapping[str, Any] | None = None, *,
                    workspace: Optional[Workspace] = None, eval_every_epoch: bool = False,
                    on_epoch: Optional[Callable[[int, dict], None]] = None,
-                   log: Callable[[str], None] = lambda s: None) -> dict:
+                   log: Callable[[str], None] = lambda s: None,
+                   forget_ids: Optional[np.ndarray] = None) -> dict:
     """Run one experiment and return its result record (see README: "The result record").
 
-    A diverged run is a result with `diverged` set to its reason, not an exception.
+    `forget_ids` overrides the spec's forget selection (e.g. the union of k sequential requests, forgotten in
+    one shot). A diverged run is a result with `diverged` set to its reason, not an exception.
     """
     cfg = make_config(algorithm, params)  # validate before any training
     ws = workspace or Workspace(spec, log=log)
-    forget_ids = ws.select_forget()  # also before training: a forget set that cannot be drawn trains nothing
+    if forget_ids is None:
+        forget_ids = ws.select_forget()  # also before training: a forget set that cannot be drawn trains nothing
+    forget_ids = np.sort(np.asarray(forget_ids, dtype=np.int64))
     forget, retain = ws.sets(forget_ids)
     if len(forget) == 0:
         raise ConfigError("the forget set is empty")
