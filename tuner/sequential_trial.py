@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import ray
 from ray import tune
 
 from unlearn_core.experiment import METRIC_KEYS, Workspace
@@ -35,7 +36,7 @@ def run_sequential_trial(config: dict, spec, params: dict, dataset) -> None:
             **{k: (rec[k] if rec[k] is not None else float("nan")) for k in METRIC_KEYS},
             "unlearn_seconds": seconds[0], "final": int(last), "pruned": int(diverged is not None),
             "prune_reason": "" if diverged is None else f"diverged in request {req.index + 1}: {diverged.get('reason')}",
-            "trial_start": start,
+            "trial_start": start, "node_id": ray.get_runtime_context().get_node_id(),
         })
 
     run_sequential(spec, config["algorithm"], params, steps=steps, workspace=ws, on_request=on_request)

@@ -42,7 +42,10 @@ def connect(plan: Plan) -> dict:
     import ray
 
     a = plan.args
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials use absolute paths; keep cwd for imports
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    # Snapshot the experiment state at least every 10 s: a driver killed without warning loses (and --resume
+    # re-runs) at most the trial results of the last few seconds.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")  # trials use absolute paths; keep cwd for imports
     # Trials must import this project: ship the checkout's modules when it is not installed as a package.
     if a.get("address"):
         try:
@@ -225,14 +228,14 @@ def finalize_pair(plan: Plan, dataset_obj, dataset: str, arch: str, rows: list[d
     paper = search_spaces.to_config_params(a["algorithm"], search_spaces.paper_config(a["algorithm"], dataset, arch))
     cands, seen = [{"label": "paper", "params": paper, "search": None}], [paper]
     for r in completed:
+        if len(cands) > a["top_k"]:  # the paper's config plus the top-k distinct searched configs
+            break
         p = json.loads(r["params"])
         if p in seen:
             continue
         seen.append(p)
         cands.append({"label": f"trial {r['trial_id']}", "params": p,
                       "search": {"tow": r["tow"], "tow_mia": r["tow_mia"]}})
-        if len(cands) > a["top_k"]:
-            break
     space_alg = search_spaces.get_space(a["algorithm"]).algorithm
     ranked = rerun(cands, base_spec(a, dataset, arch, seeds[0]), dataset_obj, seeds, algorithm=space_alg,
                    steps=a["steps"], cpus=cpus, gpus=gpus, objective=objective, log=log)

@@ -24,11 +24,12 @@ from .data import dataset_names, load_dataset
 from .errors import ConfigError, UnlearnError
 from .experiment import FORGET_KINDS, ExperimentSpec, Workspace, default_store, run_experiment
 from .models import model_names
+from .proxies import PROXIES
 from .unlearning import ALGORITHMS, make_config
 
 PROG = "python -m unlearn_core"
-# `mix` forgetting needs a memorization proxy (a later `--proxy`); the CLI offers what runs without one.
-CLI_FORGET_KINDS = tuple(k for k in FORGET_KINDS if k != "mix")
+CLI_FORGET_KINDS = FORGET_KINDS
+RUM = "rum"  # the meta-algorithm: its sub-steps are configured by --rum-plan, not --param
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,12 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = r.add_argument_group("unlearning")
-    g.add_argument("--algorithm", required=True, choices=ALGORITHMS.names(), metavar="ALGORITHM",
-                   help=f"unlearning algorithm, one of {', '.join(ALGORITHMS.names())} ({_algorithm_help()})")
+    g.add_argument("--algorithm", required=True, choices=ALGORITHMS.names() + [RUM], metavar="ALGORITHM",
+                   help=f"unlearning algorithm, one of {', '.join(ALGORITHMS.names() + [RUM])} ({_algorithm_help()}; "
+                        "rum: refine the forget set into low/mid/high memorization subsets by --proxy and unlearn "
+                        "them in that order, each with its own algorithm from --rum-plan)")
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE...]",
                    help="a hyperparameter of the algorithm, overriding its default (the paper's CIFAR-10 "
                         "config); repeatable, or several comma-separated. Unknown names and invalid values "
                         "are refused before anything trains (see the list below)")
+    g.add_argument("--rum-plan", default=None, metavar="PLAN",
+                   help="RUM's three sub-steps, low → mid → high memorization: 'ALG[:NAME=VALUE;...],ALG,ALG' "
+                        "with ALG in none, finetune, neggrad_plus, scrub (e.g. "
+                        "'none,finetune:lr=0.1;epochs=5,neggrad_plus:beta=0.97'), or the JSON list "
+                        "[{\"algorithm\": ..., \"params\": {...}}, ...] (default: the paper's NegGrad+ plan, Table C.4)")
+    g.add_argument("--proxy", default="confidence", choices=PROXIES.names(), metavar="PROXY",
+                   help=f"memorization proxy for --forget mix and RUM, one of {', '.join(PROXIES.names())} "
+                        "(default confidence)")
+    g.add_argument("--steps", type=int, default=1, metavar="K",
+                   help="sequential deletion requests: request j forgets a new set from what remains, starting "
+                        "from request j-1's model, scored against a retrain without all sets so far (default 1)")
     g.add_argument("--seed", type=int, default=0,
                    help="model seed: initial weights, training order, random forget set, unlearning (default 0)")
 
@@ -108,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split-seed", type=int, default=1,
                    help="seed of the per-class 90/10 train/validation split (default 1, as the reference)")
     g.add_argument("--forget", choices=CLI_FORGET_KINDS, default="random",
-                   help="forget set: 'random' examples of the training split, or every training example of "
-                        "--forget-classes (default random)")
+                   help="forget set: 'random' examples of the training split, every training example of "
+                        "--forget-classes, or 'mix': a third each of the lowest, median and highest "
+                        "memorization by --proxy (default random)")
     g.add_argument("--forget-size", type=int, default=None, metavar="N",
                    help="size of a random forget set (default 90 on digits, 3000 otherwise: the paper's "
                         "3,000 of CIFAR's 45,000)")
@@ -133,9 +148,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch device: cpu, cuda or cuda:N (default cuda when present, else cpu)")
     g.add_argument("--json", action="store_true",
                    help="print the whole result record as JSON instead of a table")
-    # Room for later flags of `run` (sequential requests, memorization proxies, RUM plans):
-    # --steps, --proxy, --rum-plan.
     return p
+
+
+# The paper's RUM NegGrad+ recipe (Table C.4 / RUM:main_rum_proxy.py): β 0.99 → 0.97 → 0.97, 5 → 5 → 10 epochs.
+DEFAULT_RUM_PLAN = ("neggrad_plus:beta=0.99;epochs=5;lr=0.01,neggrad_plus:beta=0.97;epochs=5;lr=0.01,"
+                    "neggrad_plus:beta=0.97;epochs=10;lr=0.001")
+
+
+def parse_rum_plan(text: str) -> Any:
+    """`--rum-plan` → the plan `rum.parse_plan` takes (JSON passes through; the short form is expanded)."""
+    if text.lstrip().startswith("["):
+        return text
+    steps = []
+    for part in text.split(","):
+        alg, _, rest = part.strip().partition(":")
+        params = {}
+        for pair in filter(None, (x.strip() for x in rest.split(";"))):
+            k, eq, v = pair.partition("=")
+            if not eq:
+                raise ConfigError(f"--rum-plan expects ALG:NAME=VALUE;..., got {part!r}")
+            params[k.strip()] = v.strip()
+        steps.append({"algorithm": alg, "params": params})
+    return steps
 
 
 def parse_params(items: Sequence[str]) -> dict[str, str]:
@@ -182,6 +217,7 @@ def spec_from_args(args: argparse.Namespace) -> ExperimentSpec:
     extra = {"forget_classes": args.forget_classes} if args.forget_classes is not None else {}
     return ExperimentSpec(dataset=args.dataset, arch=args.arch, width=args.width, seed=args.seed,
                           split_seed=args.split_seed, forget=args.forget, forget_size=args.forget_size,
+                          proxy=args.proxy,
                           data_dir=args.data_dir, store=args.store, device=args.device,
                           train_epochs=args.train_epochs, **extra)
 
@@ -238,16 +274,67 @@ def format_table(rec: dict) -> str:
     return "\n".join(lines)
 
 
+def _num(v, fmt: str) -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def format_requests(rec: dict) -> str:
+    """A sequential / RUM record for people: one row per request (unlearned / retrained), then the means."""
+    s = rec["spec"]
+    lines = [f"{rec['algorithm']} on {s['dataset']}: {s['arch']} (width {s['width']:g}), seed {rec['seed']}, "
+             f"{rec['requests']} request(s), forget {s['forget']}"
+             + (f" by {s['proxy']}" if s["forget"] == "mix" else ""),
+             "params: " + json.dumps(_jsonable(rec["params"])), "",
+             f"{'request':>7} {'forget':>6} {'forget acc u/r':>15} {'retain acc u/r':>15} {'test acc u/r':>15} "
+             f"{'MIA u/r':>13} {'ToW':>7} {'ToW-MIA':>7} {'unlearn s':>9}"]
+    for st in rec["steps"]:
+        r = st["retrain"]
+        lines.append(f"{st['request']:>7} {st['forget_size']:>6} "
+                     f"{_num(st['forget_acc'], '{:.1f}'):>7}/{r['forget_acc']:<7.1f} "
+                     f"{_num(st['retain_acc'], '{:.1f}'):>7}/{r['retain_acc']:<7.1f} "
+                     f"{_num(st['test_acc'], '{:.1f}'):>7}/{r['test_acc']:<7.1f} "
+                     f"{_num(st['mia'], '{:.3f}'):>6}/{r['mia']:<6.3f} "
+                     f"{_num(st['tow'], '{:.4f}'):>7} {_num(st['tow_mia'], '{:.4f}'):>7} {st['unlearn_seconds']:>9.1f}")
+        for sub in st.get("substeps") or []:
+            lines.append(f"{'':>7} └ {sub.get('level', '')}: {sub.get('algorithm')} on {sub.get('forget_size', '?')} "
+                         f"examples, {sub.get('unlearn_seconds', 0):.1f}s")
+    lines += ["", f"mean ToW {_num(rec['tow'], '{:.4f}')}, ToW-MIA {_num(rec['tow_mia'], '{:.4f}')}; "
+              f"unlearning {rec['unlearn_seconds']:.1f}s vs retraining {rec['retrain_seconds']:.1f}s"]
+    if rec.get("diverged"):
+        lines.append(f"DIVERGED in request {rec['diverged']['request']}: {rec['diverged'].get('reason')}")
+    env = rec.get("env", {})
+    lines.append(f"device {env.get('device')}; torch {env.get('torch')}")
+    return "\n".join(lines)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    params = parse_params(args.param)
-    make_config(args.algorithm, params)  # every hyperparameter check, before data, training or the store
+    params: dict = parse_params(args.param)
+    if args.algorithm == RUM:
+        if params:
+            raise ConfigError("rum takes its sub-steps' hyperparameters from --rum-plan, not --param")
+        from .rum import parse_plan, plan_dict
+
+        params = {"plan": plan_dict(parse_plan(parse_rum_plan(args.rum_plan or DEFAULT_RUM_PLAN))), "proxy": args.proxy}
+    else:
+        if args.rum_plan:
+            raise ConfigError("--rum-plan applies to --algorithm rum only")
+        make_config(args.algorithm, params)  # every hyperparameter check, before data, training or the store
+    if args.steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
     spec = spec_from_args(args)
     _check_device(spec.device)
     dataset = load_dataset(spec.dataset, spec.data_dir, spec.split_seed, download=args.download)
     ws = Workspace(spec, dataset, log=log)
+    if args.algorithm == RUM or args.steps > 1:
+        from .sequential import run_sequential
+
+        record = run_sequential(spec, args.algorithm, params, steps=args.steps, workspace=ws, log=log)
+        record["device"] = str(ws.device)
+        print(json.dumps(_jsonable(record), indent=2, allow_nan=False) if args.json else format_requests(record))
+        return 0
     record = run_experiment(spec, args.algorithm, params, workspace=ws, log=log)
     record["device"] = str(ws.device)
     if args.json:

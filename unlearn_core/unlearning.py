@@ -119,7 +119,11 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
             if kind == "float":
                 return float(value)
             if kind == "bool":
-                return value.lower() in ("1", "true", "yes", "on")
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
         except ValueError:
             raise ConfigError(f"{field.name} must be a {kind}, got {value!r}") from None
     if kind == "int" and isinstance(value, float) and value.is_integer():

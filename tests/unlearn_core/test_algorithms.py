@@ -23,6 +23,15 @@ from unlearn_core.unlearning import ALGORITHMS, create_unlearner, make_config
 WIDTH, TRAIN_EPOCHS, SEED = 0.125, 6, 0
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core runner two OpenMP threads wait on each other (100x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     spec = ExperimentSpec(dataset="digits", arch="resnet18", width=WIDTH, seed=SEED, train_epochs=TRAIN_EPOCHS,
@@ -98,27 +107,33 @@ def test_degenerate_settings_equal_plain_finetuning(ws, original_state, random_s
 
 # ------------------------------------------------------------------------------------------ SCRUB's max step
 
-def _forget_kl(model, teacher, forget, T):
+def _kl(model, teacher, data, T=4.0):
+    """KL_T(teacher ‖ student) on a whole set, both in eval mode (what the metrics see)."""
     model.eval()
     with torch.no_grad():
-        x = forget.x.float() / 255
+        x = data.x.float() / 255
         return kl_to_teacher(model(x), teacher(x), T).item()
 
 
 def test_scrub_max_step_increases_forget_kl(ws, original_state, random_sets):
     _, forget, retain = random_sets
     teacher = ws.load_model(original_state).eval()
-    common = dict(epochs=1, lr=0.01, alpha=0.1, gamma=0.1, forget_batch_size=32, retain_batch_size=128)
+    common = dict(epochs=1, lr=0.01, alpha=0.5, gamma=1.0, forget_batch_size=16, retain_batch_size=128)
     kl = {}
     for max_steps in (0, 1):
         unl = _unlearner(ws, original_state, "scrub", forget, retain, max_steps=max_steps, **common)
-        assert _forget_kl(unl.model, teacher, forget, 4.0) == pytest.approx(0.0, abs=1e-6)  # student = teacher
+        assert _kl(unl.model, teacher, forget) == pytest.approx(0.0, abs=1e-6)  # student = teacher
         stats = unl.step()
         assert ("forget_kl" in stats) == bool(max_steps)
-        kl[max_steps] = _forget_kl(unl.model, teacher, forget, 4.0)
-    # Same retain pass in both runs; only the max pass differs, and it must push the student away on the
-    # forget set: KL_T(teacher ‖ student) grows.
-    assert kl[1] > 2 * kl[0] and kl[1] > 0.01, kl
+        kl[max_steps] = (_kl(unl.model, teacher, forget), _kl(unl.model, teacher, ws.test))
+    (f0, _), (f1, t1) = kl[0], kl[1]
+    # Same retain pass in both runs; only the max pass differs, and it must push the student away from the
+    # teacher on the forget set. Forget batches also move BatchNorm's running statistics (the student is in
+    # train mode), which alone raises the eval-mode KL somewhat even if the pass *descended* on the KL; so the
+    # max pass must also make the forget set the place where student and teacher differ most: more than on
+    # the unseen test set. (With the sign flipped, forget KL here is ~0.4 and below the test set's.)
+    assert f1 > 1.0 and f1 > 10 * f0, kl
+    assert f1 > t1, kl
 
 
 # ------------------------------------------------------------------------------------------ actual forgetting
@@ -141,9 +156,9 @@ def test_scrub_and_neggrad_plus_forget_a_class_and_keep_the_rest(ws, original_st
     f0, t0 = accs(ws.load_model(original_state))
     assert f0 > 90 and t0 > 85, "the original model is too weak for this test"
     settings = {
-        "scrub": dict(epochs=3, max_steps=2, lr=0.01, alpha=0.5, gamma=1.0, forget_batch_size=32,
-                      retain_batch_size=64),
-        "neggrad_plus": dict(epochs=3, beta=0.9, lr=0.01, forget_batch_size=32, retain_batch_size=64),
+        "scrub": dict(epochs=2, max_steps=1, lr=0.01, alpha=0.5, gamma=1.0, forget_batch_size=32,
+                      retain_batch_size=128),
+        "neggrad_plus": dict(epochs=2, beta=0.9, lr=0.02, forget_batch_size=32, retain_batch_size=128),
     }
     for algorithm, params in settings.items():
         unl = _unlearner(ws, original_state, algorithm, forget, retain, **params)
@@ -271,5 +286,5 @@ def test_unsatisfiable_forget_set_trains_nothing(ws, tmp_path):
     store = tmp_path / "store"
     spec = dataclasses.replace(ws.spec, store=str(store), forget_size=len(ws.train) + 1)
     with pytest.raises(ConfigError, match="pool has"):
-        run_experiment(spec, "scrub", {"epochs": 1}, workspace=Workspace(spec, ws.data))
+        run_experiment(spec, "scrub", {"epochs": 1, "max_steps": 0}, workspace=Workspace(spec, ws.data))
     assert not store.exists() or not any(store.rglob("*"))

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,14 +15,16 @@ RECORD_KEYS = ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia", "tow", 
                "unlearn_seconds", "retrain_seconds", "params", "spec", "algorithm", "seed", "env", "device",
                "diverged", "history")
 METRICS = ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia")
-OPTIONS = ("--algorithm", "--dataset", "--data-dir", "--download", "--arch", "--width", "--param", "--seed",
+OPTIONS = ("--algorithm", "--rum-plan", "--proxy", "--steps", "--dataset", "--data-dir", "--download", "--arch",
+           "--width", "--param", "--seed",
            "--split-seed", "--forget", "--forget-size", "--forget-classes", "--store", "--device",
            "--train-epochs", "--json")
 TINY = ["--dataset", "digits", "--arch", "resnet18", "--width", "0.125", "--device", "cpu"]
 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # One thread per process: these runs are tiny, and on a shared 2-core runner OpenMP threads stall each other.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "unlearn_core", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -81,6 +84,17 @@ def test_second_run_reuses_the_store_and_prints_a_table(first_run):
     assert row.split()[-1] == f"{retrain['test_acc']:.2f}"
 
 
+def test_diverged_run_is_a_result_not_an_error(first_run):
+    store, _ = first_run
+    res = cli("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--store", str(store), "--json",
+              "--param", "beta=0.2,lr=1.0,epochs=2,forget_batch_size=32,retain_batch_size=64")
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr and "diverged" in res.stderr
+    rec = json.loads(res.stdout)
+    assert set(rec["diverged"]) == {"reason", "epoch", "value"}
+    assert rec["diverged"]["epoch"] in (0, 1) and len(rec["history"]) == rec["diverged"]["epoch"]
+
+
 BAD_INPUTS = {
     "unknown algorithm": (["--algorithm", "scrubb"], "scrubb"),
     "unknown dataset": (["--dataset", "mnist"], "mnist"),
@@ -96,25 +110,41 @@ BAD_INPUTS = {
                                             "does not exist"),
     "forget set larger than the training split": (["--forget-size", "5000"], "5000"),
     "forget class that does not exist": (["--forget", "class", "--forget-classes", "12"], "12"),
+    "rum plan with an unknown algorithm": (["--algorithm", "rum", "--rum-plan", "none,salun,scrub"], "salun"),
+    "rum plan with an unknown parameter": (["--algorithm", "rum", "--rum-plan", "none,finetune:bogus=1,scrub"],
+                                           "bogus"),
+    "rum with --param": (["--algorithm", "rum", "--param", "lr=0.1"], "--rum-plan"),
+    "unknown proxy": (["--algorithm", "rum", "--proxy", "loss"], "loss"),
+    "more requests than the pool allows": (["--steps", "20", "--forget-size", "90"], "request"),
 }
 
 
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory):
+    """Every bad input's run (two at a time: each is mostly interpreter start-up) with its own empty store."""
+    def one(case):
+        extra, _ = BAD_INPUTS[case]
+        opts = {"--algorithm": "scrub", "--dataset": "digits", "--arch": "resnet18", "--width": "0.125",
+                "--train-epochs": "1", "--device": "cpu"}
+        rest = []
+        it = iter(extra)
+        for a in it:
+            if a in opts:
+                opts[a] = next(it)
+            else:
+                rest.append(a)
+        store = tmp_path_factory.mktemp("store")
+        args = ["run", *(x for kv in opts.items() for x in kv), *rest, "--store", str(store), "--json"]
+        return store, cli(*args, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(sorted(BAD_INPUTS), pool.map(one, sorted(BAD_INPUTS))))
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path, case):
-    extra, needle = BAD_INPUTS[case]
-    opts = {"--algorithm": "scrub", "--dataset": "digits", "--arch": "resnet18", "--width": "0.125",
-            "--train-epochs": "1", "--device": "cpu"}
-    rest = []
-    it = iter(extra)
-    for a in it:
-        if a in opts:
-            opts[a] = next(it)
-        else:
-            rest.append(a)
-    store = tmp_path / "store"
-    store.mkdir()
-    args = ["run", *(x for kv in opts.items() for x in kv), *rest, "--store", str(store), "--json"]
-    res = cli(*args, timeout=300)
+def test_bad_input_is_one_error_line_and_writes_nothing(bad_runs, case):
+    _, needle = BAD_INPUTS[case]
+    store, res = bad_runs[case]
     assert res.returncode == 2, (res.returncode, res.stderr)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
@@ -146,3 +176,20 @@ def test_every_option_has_help():
             assert action.help and len(action.help) > 15, action.option_strings
             documented.update(action.option_strings)
     assert documented == set(OPTIONS)
+
+
+def test_sequential_requests_and_rum_in_one_store(first_run):
+    """--steps 2 reports two requests against their retrains; RUM reports its three sub-steps (reuses the store)."""
+    store, _ = first_run
+    seq = cli("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--param", "epochs=1",
+              "--steps", "2", "--forget-size", "60", "--store", str(store), "--json")
+    assert seq.returncode == 0, seq.stderr
+    rec = json.loads(seq.stdout)
+    assert [s["request"] for s in rec["steps"]] == [1, 2]
+    assert rec["steps"][1]["excluded_size"] == 60  # request 2's retain set excludes request 1's forget set
+    assert all(0 <= s["tow"] <= 1 for s in rec["steps"])
+    rum = cli("run", "--algorithm", "rum", *TINY, "--train-epochs", "3", "--forget", "mix", "--forget-size", "60",
+              "--rum-plan", "none,finetune:epochs=1,neggrad_plus:beta=0.97;epochs=1", "--store", str(store))
+    assert rum.returncode == 0, rum.stderr
+    assert "└ low: none on 20 examples" in rum.stdout and "└ high: neggrad_plus on 20 examples" in rum.stdout
+    assert "mean ToW" in rum.stdout
