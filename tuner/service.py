@@ -45,7 +45,10 @@ def connect(plan: Plan) -> dict:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     # Snapshot the experiment state at least every 10 s: a driver killed without warning loses (and --resume
     # re-runs) at most the trial results of the last few seconds.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")  # trials use absolute paths; keep cwd for imports
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
+    # Short trials checkpoint every few seconds by design (a retried trial resumes at its last epoch); Tune's
+    # "snapshotting triggered multiple times" warning would repeat after every epoch, so it is silenced.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # trials use absolute paths; keep cwd for imports
     # Trials must import this project: ship the checkout's modules when it is not installed as a package.
     if a.get("address"):
         try:
