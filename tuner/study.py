@@ -33,9 +33,10 @@ PRESETS = {
     "paper": {"datasets": ["cifar10", "cifar100"], "archs": ["resnet18", "vgg16_bn"], "seeds": [0, 1, 2, 3, 4],
               "steps": 5, "forget": "mix", "proxies": list(PAPER_PROXIES), "width": None, "train_epochs": None,
               "forget_size": None, "epochs_scale": None},
-    # digits, two seeds so intervals exist, two requests, one proxy; short unlearning so CI stays fast
+    # digits, two seeds so intervals exist, two requests, one proxy, vanilla and RUM; short runs so CI stays fast
     "smoke": {"datasets": ["digits"], "archs": ["resnet18"], "seeds": [0, 1], "steps": 2, "forget": "mix",
-              "proxies": ["confidence"], "width": 0.125, "train_epochs": 4, "forget_size": 60, "epochs_scale": 0.3},
+              "proxies": ["confidence"], "width": 0.125, "train_epochs": 3, "forget_size": 60, "epochs_scale": 0.3,
+              "methods": ["scrub", "neggrad_plus", "rum_neggrad_plus"]},
 }
 BASES = ("scrub", "neggrad_plus")
 
@@ -156,7 +157,7 @@ def plan_cells(a, preset: dict) -> tuple[list[Cell], dict]:
     proxies = a.proxies or preset["proxies"]
     for px in proxies:
         PROXIES.get(px)
-    methods = a.methods or ["scrub", "neggrad_plus", "rum_scrub", "rum_neggrad_plus"]
+    methods = a.methods or preset.get("methods") or ["scrub", "neggrad_plus", "rum_scrub", "rum_neggrad_plus"]
     valid = {"scrub", "neggrad_plus", "rum_scrub", "rum_neggrad_plus"}
     bad = [m for m in methods if m not in valid]
     if bad:

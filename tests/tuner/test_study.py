@@ -1,0 +1,112 @@
+"""`python -m tuner.study --preset smoke` and `python -m tuner.report`, end to end on digits (real Ray tasks)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import matplotlib.image as mpimg
+import pytest
+from scipy import stats
+
+from .conftest import cli_env
+
+FIGURES = ("tow", "tow_mia", "test_acc", "retain_acc", "forget_acc")
+PNG_SHAPE = (504, 768)  # 6.4 × 4.2 inches at 120 dpi (tuner/figures.py)
+
+
+def module(name: str, *args: str, cwd, timeout: float = 1200) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", name, *args], cwd=cwd, env=cli_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke(search_root):
+    args = ("--preset", "smoke", "--storage", str(search_root / "studies"), "--store", str(search_root / "store"),
+            "--name", "smoke")
+    first = module("tuner.study", *args, cwd=search_root)
+    again = module("tuner.study", *args, cwd=search_root)  # resumable: nothing is left to run
+    return first, again, search_root / "studies" / "smoke"
+
+
+def test_smoke_study_writes_every_figure_and_the_summary(smoke):
+    first, _, exp = smoke
+    assert first.returncode == 0, first.stderr[-3000:]
+    for key in FIGURES:
+        img = mpimg.imread(exp / "figures" / f"digits-resnet18-{key}.png")
+        assert img.shape[:2] == PNG_SHAPE, (key, img.shape)
+        assert img[..., :3].std() > 0.05, f"{key}: the figure is blank"
+    report = (exp / "report.md").read_text()
+    for key in FIGURES:
+        assert f"figures/digits-resnet18-{key}.png" in report
+
+
+def test_one_shot_and_sequential_rows_are_both_present(smoke):
+    _, _, exp = smoke
+    report = (exp / "report.md").read_text()
+    for method in ("scrub (confidence)", "neggrad_plus (confidence)"):
+        assert re.search(rf"\| {re.escape(method)} \| one-shot \| 1 \| 2 \|", report), method
+        assert re.search(rf"\| {re.escape(method)} \| sequential \| 2 \| 2 \|", report), method
+    assert "| RUM neggrad_plus (confidence) | sequential | 2 | 2 |" in report
+    # a one-shot run forgets exactly the union of the sequential requests of the same seed
+    one = json.loads((exp / "runs" / "digits-resnet18-scrub-confidence-one-shot-seed0.json").read_text())
+    seq = json.loads((exp / "runs" / "digits-resnet18-scrub-confidence-sequential-seed0.json").read_text())
+    assert one["record"]["forgotten"] == sum(s["forget_size"] for s in seq["record"]["steps"])
+    # ... and is scored against the same retrained model as the last request
+    assert one["record"]["steps"][0]["retrain"]["retain_acc"] == seq["record"]["steps"][-1]["retrain"]["retain_acc"]
+
+
+def test_intervals_come_from_the_seeds_actually_run(smoke):
+    _, _, exp = smoke
+    runs = [json.loads(p.read_text()) for p in (exp / "runs").glob("digits-resnet18-neggrad_plus-confidence-sequential-seed*.json")]
+    assert sorted(r["seed"] for r in runs) == [0, 1]
+    vals = [r["record"]["tow"] for r in runs]
+    mean = sum(vals) / 2
+    half = stats.t.ppf(0.975, df=1) * stats.tstd(vals) / 2 ** 0.5
+    row = next(ln for ln in (exp / "report.md").read_text().splitlines()
+               if ln.startswith("| neggrad_plus (confidence) | sequential |"))
+    assert f"{mean:.4f} [{mean - half:.4f}, {mean + half:.4f}]" in row, row
+
+
+def test_a_second_run_resumes_with_nothing_left(smoke):
+    first, again, _ = smoke
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "6 cells, 6 already done" in again.stdout
+
+
+def test_report_of_a_search_folder(search_root):
+    """The report of a finished search (the `both` search of test_search.py, when it ran in this session)."""
+    exp = search_root / "runs" / "both"
+    if not (exp / "best_configs.json").exists():
+        pytest.skip("the search of test_search.py did not run in this session")
+    res = module("tuner.report", str(exp), cwd=search_root)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for name in ("history-tow", "history-tow_mia", "pareto-tow-vs-tow_mia", "pareto-tow-vs-seconds"):
+        img = mpimg.imread(exp / "figures" / f"digits-resnet18-{name}.png")
+        assert img.size > 0 and img[..., :3].std() > 0.05, name
+    report = (exp / "report.md").read_text()
+    assert "| digits | resnet18 | paper |" in report and "**best**" in report
+
+
+@pytest.mark.parametrize("case", ["missing folder", "not an experiment"])
+def test_report_refuses_what_is_not_an_experiment(tmp_path, case):
+    target = tmp_path / "nope" if case == "missing folder" else tmp_path
+    res = module("tuner.report", str(target), cwd=tmp_path, timeout=120)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--methods", "salun"], "salun"),
+    (["--configs", "CONFIGS"], "frobnicate"),
+    (["--proxies", "loss"], "loss"),
+])
+def test_study_refuses_unknown_methods_and_configs_in_one_line(tmp_path, args, needle):
+    (tmp_path / "c.json").write_text(json.dumps([{"algorithm": "frobnicate", "dataset": "digits", "arch": "resnet18",
+                                                  "params": {}}]))
+    args = [str(tmp_path / "c.json") if a == "CONFIGS" else a for a in args]
+    res = module("tuner.study", "--preset", "smoke", "--storage", str(tmp_path / "s"), *args, cwd=tmp_path, timeout=120)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr
+    assert not (tmp_path / "s").exists()
