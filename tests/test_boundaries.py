@@ -1,0 +1,30 @@
+"""The dependency direction of DESIGN.md: unlearn_core imports neither ray nor optuna; search_spaces imports
+neither torch, ray nor unlearn_core. Checked in a fresh interpreter, so nothing imported by other tests counts."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CORE = ["unlearn_core", "unlearn_core.experiment", "unlearn_core.sequential", "unlearn_core.proxies",
+        "unlearn_core.rum", "unlearn_core.metrics", "unlearn_core.__main__"]
+
+
+def imported_after(modules: list[str]) -> set[str]:
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "print(' '.join(sorted({n.split('.')[0] for n in sys.modules})))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_unlearn_core_never_imports_ray_or_optuna():
+    loaded = imported_after(CORE)
+    assert "torch" in loaded  # the check itself works: what unlearn_core does use shows up
+    assert not {"ray", "optuna"} & loaded
+
+
+def test_search_spaces_import_only_optuna():
+    loaded = imported_after(["search_spaces"])
+    assert "optuna" in loaded
+    assert not {"ray", "torch", "unlearn_core"} & loaded
