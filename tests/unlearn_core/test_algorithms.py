@@ -23,15 +23,6 @@ from unlearn_core.unlearning import ALGORITHMS, create_unlearner, make_config
 WIDTH, TRAIN_EPOCHS, SEED = 0.125, 6, 0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core runner two OpenMP threads wait on each other (100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     spec = ExperimentSpec(dataset="digits", arch="resnet18", width=WIDTH, seed=SEED, train_epochs=TRAIN_EPOCHS,

@@ -24,15 +24,6 @@ from unlearn_core.metrics import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # On a small shared CPU box two OpenMP threads contend and a tiny MLP step gets ~40x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------------------------------
 # ToW / ToW-MIA
 # --------------------------------------------------------------------------------------------------

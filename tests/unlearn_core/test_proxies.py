@@ -20,15 +20,6 @@ SPEC = dict(dataset="digits", width=0.125, train_epochs=6, device="cpu")
 EVENT_PROXIES = {"confidence": "confidence", "max_conf": "max_conf", "entropy": "neg_entropy", "bin_acc": "correct"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Two OpenMP threads on a loaded 2-core box make these small models ~40x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     w = Workspace(ExperimentSpec(**SPEC, store=str(tmp_path_factory.getbasetemp() / "store")))

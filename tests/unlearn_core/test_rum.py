@@ -21,14 +21,6 @@ SCRUB = {"algorithm": "scrub", "params": {"epochs": 1, "max_steps": 1, "lr": 0.0
 NG = {"algorithm": "neggrad_plus", "params": {"epochs": 1, "lr": 0.01, "beta": 0.9}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     w = Workspace(ExperimentSpec(**SPEC, store=str(tmp_path_factory.getbasetemp() / "store")))

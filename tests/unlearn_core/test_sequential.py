@@ -20,14 +20,6 @@ FT = {"algorithm": "finetune", "params": {"epochs": 1, "lr": 0.02}}
 NG = {"algorithm": "neggrad_plus", "params": {"epochs": 1, "lr": 0.01, "beta": 0.9}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     return str(tmp_path_factory.getbasetemp() / "store")

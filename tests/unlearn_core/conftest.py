@@ -1,0 +1,13 @@
+"""Shared by the unlearn_core tests."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread per test process: these models are tiny, and on a 2-core runner shared with other
+    processes (Ray workers, a second pytest) two OpenMP threads each stall one another (measured 10–40× slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
