@@ -206,15 +206,10 @@ def make_plan(args) -> Plan:
 
 
 def write_text(url: str, text: str) -> None:
-    """Write via a temp name + move so readers never see half a file (local folders and fsspec URIs)."""
-    import fsspec
+    """Write a result file atomically (local folders and fsspec URIs alike): readers never see half a file."""
+    from unlearn_core.artifacts import write_atomic
 
-    fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with fs.open(tmp, "w") as f:
-        f.write(text)
-    fs.mv(tmp, path)
+    write_atomic(url, text.encode())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -56,7 +56,7 @@ class ArtifactStore:
     def __init__(self, root: str):
         self.root = str(root).rstrip("/")
         self.fs, self._base = fsspec.core.url_to_fs(self.root)
-        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.local = _is_local(self.fs)
 
     def path(self, kind: str, key: str) -> str:
         return f"{self._base}/{kind}/{key}.pt"
@@ -90,8 +90,8 @@ class ArtifactStore:
         blob = buf.getvalue()
         path = self.path(kind, key)
         self.fs.makedirs(os.path.dirname(path), exist_ok=True)
-        self._put_atomic(path, blob)
-        self._put_atomic(path + ".sha256", hashlib.sha256(blob).hexdigest().encode())
+        put_atomic(self.fs, path, blob)
+        put_atomic(self.fs, path + ".sha256", hashlib.sha256(blob).hexdigest().encode())
 
     def get_or_build(self, kind: str, key: str, build: Callable[[], dict]) -> tuple[dict, bool]:
         """(artifact, built_now): load it, or build and save it under a lock so concurrent askers build once."""
@@ -105,19 +105,6 @@ class ArtifactStore:
             obj = build()
             self.save(kind, key, obj)
             return obj, True
-
-    def _put_atomic(self, path: str, blob: bytes) -> None:
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        try:
-            with self.fs.open(tmp, "wb") as f:
-                f.write(blob)
-            if self.local:
-                os.replace(tmp, path)  # atomic on POSIX
-            else:
-                self.fs.mv(tmp, path)  # object stores: the PUT of the final name is atomic
-        finally:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
 
     def _discard(self, path: str, why: str) -> None:
         warnings.warn(f"artifact {path} is corrupt ({why}); it will be rebuilt", stacklevel=3)
@@ -140,6 +127,32 @@ class ArtifactStore:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _is_local(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def put_atomic(fs, path: str, blob: bytes) -> None:
+    """Write `blob` to `path` on `fs` via a unique temp name + rename: readers see the old file or the new one."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with fs.open(tmp, "wb") as f:
+            f.write(blob)
+        if _is_local(fs):
+            os.replace(tmp, path)  # atomic on POSIX
+        else:
+            fs.mv(tmp, path)  # object stores: the PUT of the final name is atomic
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+
+
+def write_atomic(url: str, blob: bytes) -> None:
+    """`put_atomic` for a local path or fsspec URI, creating its folder (result files of searches and studies)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(os.path.dirname(path), exist_ok=True)
+    put_atomic(fs, path, blob)
 
 
 def require(obj: Optional[dict], what: str) -> dict:

@@ -195,9 +195,8 @@ def mia_score(model: torch.nn.Module, retain_x: torch.Tensor, retain_y, test_x: 
     ordered. A seeded uniform sample is what the attack means. Use the same `seed` for the unlearned and
     the retrained model so that both are scored against the same shadow sample.
     """
-    n_retain, n_test = len(retain_y), len(test_y)
-    if n_retain > n_test:
-        pick = np.sort(np.random.default_rng(seed).choice(n_retain, size=n_test, replace=False))
+    pick = shadow_members(len(retain_y), len(test_y), seed)
+    if pick is not None:
         pick_t = torch.as_tensor(pick, device=retain_x.device)
         shadow_x = retain_x[pick_t]
         shadow_y = retain_y[pick_t] if isinstance(retain_y, torch.Tensor) else np.asarray(retain_y)[pick]
@@ -209,6 +208,13 @@ def mia_score(model: torch.nn.Module, retain_x: torch.Tensor, retain_y, test_x: 
         predict_probs(model, forget_x, batch_size=batch_size), forget_y,
         attacks=attacks, seed=seed,
     )
+
+
+def shadow_members(n_retain: int, n_test: int, seed: int) -> np.ndarray | None:
+    """Sorted positions of the |test| retain examples used as shadow members (None: use the whole retain set)."""
+    if n_retain <= n_test:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_retain, size=n_test, replace=False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,15 +283,29 @@ def evaluate(model: torch.nn.Module, splits: Mapping[str, tuple], *, mia_sets: M
     `mia_<attack>` for every attack in `attacks`.
     """
     out: dict[str, float] = {}
+    probs: dict[int, torch.Tensor] = {}  # by id of the images: a set named in both dicts is predicted once
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        if id(x) not in probs:
+            probs[id(x)] = predict_probs(model, x, batch_size=batch_size)
+        return probs[id(x)]
+
     for name, (x, y) in splits.items():
-        out[f"{name}_acc"] = accuracy(predict_probs(model, x, batch_size=batch_size), y)
+        out[f"{name}_acc"] = accuracy(predict(x), y)
     if mia_sets is not None:
         missing = {"retain", "test", "forget"} - set(mia_sets)
         if missing:
             raise ConfigError(f"mia_sets lacks {sorted(missing)}; it needs retain, test and forget")
         attacks = tuple(dict.fromkeys((REPORTED_ATTACK, *attacks)))  # `mia` always needs confidence
-        scores = mia_score(model, *mia_sets["retain"], *mia_sets["test"], *mia_sets["forget"],
-                           seed=seed, attacks=attacks, batch_size=batch_size)
+        (rx, ry), (tx, ty), (fx, fy) = mia_sets["retain"], mia_sets["test"], mia_sets["forget"]
+        # The same shadow sample as `mia_score`, taken from the retain predictions already made.
+        pick = shadow_members(len(ry), len(ty), seed)
+        p_in, y_in = predict(rx), ry
+        if pick is not None:
+            pick_t = torch.as_tensor(pick, device=p_in.device)
+            p_in = p_in[pick_t]
+            y_in = ry[pick_t.to(ry.device)] if isinstance(ry, torch.Tensor) else np.asarray(ry)[pick]
+        scores = svc_mia(p_in, y_in, predict(tx), ty, predict(fx), fy, attacks=attacks, seed=seed)
         out["mia"] = scores[REPORTED_ATTACK]
         out.update({f"mia_{a}": s for a, s in scores.items()})
     return out

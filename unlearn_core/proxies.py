@@ -52,7 +52,7 @@ from .batching import DeviceData, make_generator, to_input
 from .errors import LossDiverged, UnlearnError
 from .forget import validate_ids
 from .registry import Registry
-from .training import autocast, sgd
+from .training import autocast, ce_step, sgd
 
 if TYPE_CHECKING:  # experiment imports this module lazily; no import cycle at run time
     from .experiment import Workspace
@@ -176,12 +176,7 @@ def holdout_finetune(model: nn.Module, data: DeviceData, cfg: HoldoutConfig, *, 
     for epoch in range(cfg.max_epochs):
         total = torch.zeros((), device=device)
         for x, y, _ in data.batches(batch_size, gen, shuffle=False):
-            with autocast(device):
-                logits = ft(x)
-            loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            _, loss = ce_step(ft, opt, x, y)
             total += loss.detach()
         epochs = epoch + 1
         v = total.item()

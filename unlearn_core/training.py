@@ -144,6 +144,17 @@ class TrainResult:
 EpochCallback = Callable[[int, dict], None]
 
 
+def ce_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
+    """One supervised SGD step (forward under autocast, cross-entropy in fp32); returns (logits, loss)."""
+    with autocast(x.device):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return logits, loss
+
+
 def train(model: nn.Module, data: DeviceData, cfg: TrainConfig, *, seed: int, pad: int = 0, flip: bool = False,
           record_events: bool = False, num_ids: Optional[int] = None,
           on_epoch: Optional[EpochCallback] = None) -> TrainResult:
@@ -166,12 +177,7 @@ def train(model: nn.Module, data: DeviceData, cfg: TrainConfig, *, seed: int, pa
         loss_sum = torch.zeros((), device=device)
         steps = 0
         for x, y, ids in data.batches(cfg.batch_size, gen, pad=pad, flip=flip):
-            with autocast(device):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            logits, loss = ce_step(model, opt, x, y)
             if recorder is not None:
                 recorder.add(logits.detach(), y, ids)
             loss_sum += loss.detach()
