@@ -146,6 +146,31 @@ def _predict_unique(clf: SVC, x: np.ndarray) -> np.ndarray:
     return clf.predict(uniq)[inverse.reshape(-1)]
 
 
+def _merge_rows(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (feature row, label) pairs of `x`, `labels` and how often each occurs, in order of first occurrence.
+
+    First-occurrence order keeps the caller's seeded shuffle meaningful (and equals it when nothing repeats).
+    """
+    rows = np.column_stack([x, labels])  # labels 0/1 are exact in float64
+    uniq, first, counts = np.unique(rows, axis=0, return_index=True, return_counts=True)
+    keep = np.argsort(first, kind="stable")
+    return uniq[keep, :-1], uniq[keep, -1].astype(np.int64), counts[keep].astype(np.float64)
+
+
+def _fit_merged_svc(x: np.ndarray, labels: np.ndarray) -> SVC:
+    """The attack's `SVC(C=3, gamma="auto")` fit on `x`, `labels` with repeated rows merged into one weighted row.
+
+    Exact: libsvm bounds each row's dual variable by C · sample_weight, so k identical rows (whose dual
+    variables only enter the problem through their sum) and one row of weight k have the same optimum, hence
+    the same decision function. gamma="auto" is 1 / n_features, which merging does not change.
+    """
+    xm, ym, weight = _merge_rows(x, labels)
+    # Default kernel cache (200 MB): for 1-D features a kernel value is one exp, and a larger cache
+    # measured slower (16 s vs 6 s fit at 10k + 10k unmerged), not faster.
+    clf = SVC(C=3, gamma="auto", kernel="rbf")
+    return clf.fit(xm, ym, sample_weight=weight)
+
+
 def svc_mia(probs_shadow_in, y_in, probs_shadow_out, y_out, probs_target, y_target, *,
             attacks: Iterable[str] = (REPORTED_ATTACK,), seed: int = 0) -> dict[str, float]:
     """Per attack: the fraction (0–1) of the target set an SVC classifies as NON-member.
@@ -156,8 +181,12 @@ def svc_mia(probs_shadow_in, y_in, probs_shadow_out, y_out, probs_target, y_targ
 
     The shadow data are shuffled with a seeded RNG before fitting, as RUM does (RUM's shuffle is
     unseeded; here it is reproducible). Inputs may be torch tensors (any device) or numpy arrays.
-    Costs ~seconds of CPU per attack at CIFAR scale (10k + 10k shadow points); it runs in one fit and
-    one predict per attack.
+
+    Cost: one fit and one predict per attack, each over *distinct* rows only: repeated (feature, label) rows
+    are fit once with their count as sample weight (`_fit_merged_svc`, the same SVC) and the target is
+    predicted once per distinct value. Confidences repeat when a model saturates them (p = 1.0 in float32);
+    where they do not (a weakly trained model), a fit still costs ~6 s of one core at 10k + 10k shadow
+    points (benchmarks/mia_cost.py; BENCHMARKS.md, "SVC MIA: CPU cost per evaluation").
     """
     attacks = _check_attacks(attacks)
     n_in, n_out, n_target = len(y_in), len(y_out), len(y_target)
@@ -172,11 +201,7 @@ def svc_mia(probs_shadow_in, y_in, probs_shadow_out, y_out, probs_target, y_targ
     order = np.random.default_rng(seed).permutation(n_in + n_out)
     scores = {}
     for a in attacks:
-        x = np.concatenate([f_in[a], f_out[a]])[order]
-        # Default kernel cache (200 MB): for 1-D features a kernel value is one exp, and a larger cache
-        # measured slower here (16 s vs 6 s fit at 10k + 10k), not faster.
-        clf = SVC(C=3, gamma="auto", kernel="rbf")
-        clf.fit(x, labels[order])
+        clf = _fit_merged_svc(np.concatenate([f_in[a], f_out[a]])[order], labels[order])
         scores[a] = float(1.0 - _predict_unique(clf, f_target[a]).mean())
     return scores
 
