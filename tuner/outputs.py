@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 
-TRIAL_COLUMNS = ("dataset", "arch", "trial_id", "status", "prune_reason", "epoch", "tow", "tow_mia", "forget_acc",
+TRIAL_COLUMNS = ("dataset", "arch", "trial_id", "status", "prune_reason", "epoch", "request", "tow", "tow_mia", "forget_acc",
                  "retain_acc", "val_acc", "test_acc", "mia", "unlearn_seconds", "time_total_s", "node_id", "params")
 
 
@@ -39,3 +39,24 @@ def best_configs_markdown(summary: list[dict]) -> str:
         lines.append(f"| {s['dataset']} | {s['arch']} | paper | {_ci(p['tow'])} | {_ci(p['tow_mia'])} "
                      f"| {len(p['seeds'])} |  | {_short(p['params'])} |")
     return "\n".join(lines) + "\n"
+
+
+def pareto_front(rows: list[dict], keys=("tow", "tow_mia")) -> list[dict]:
+    """Rows not dominated in `keys` (all maximized), by Optuna's own multi-objective front (`best_trials`)."""
+    import math
+
+    import optuna
+
+    quiet = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line for this scratch study
+    try:
+        study = optuna.create_study(directions=["maximize"] * len(keys))
+    finally:
+        optuna.logging.set_verbosity(quiet)
+    for i, r in enumerate(rows):
+        values = [r[k] for k in keys]
+        if all(v is not None and math.isfinite(v) for v in values):
+            study.add_trial(optuna.trial.create_trial(values=values, user_attrs={"row": i}))
+    if not study.trials:
+        return []
+    return [rows[t.user_attrs["row"]] for t in sorted(study.best_trials, key=lambda t: t.user_attrs["row"])]

@@ -12,51 +12,47 @@ from typing import Callable, Sequence
 
 import ray
 
-from unlearn_core.data import Dataset
-from unlearn_core.experiment import ExperimentSpec, Workspace
+from unlearn_core.spec import ExperimentSpec
+
+from .progress import as_completed
 
 
-def _prepare_one(spec: ExperimentSpec, dataset: Dataset, cpus: float, proxies: Sequence[str], steps: int) -> dict:
-    import torch
-
+def _prepare_one(spec: ExperimentSpec, dataset, cpus: float, proxies: Sequence[str], requests: int,
+                 selection: str) -> dict:
+    from unlearn_core.environment import use_cpus
     from unlearn_core.proxies import memorization
+    from unlearn_core.references import original
+    from unlearn_core.run import start
+    from unlearn_core.workspace import Workspace
 
-    torch.set_num_threads(max(1, int(cpus)))
+    use_cpus(cpus)
     t0 = time.perf_counter()
     ws = Workspace(spec, dataset)
-    _, orig = ws.original()
+    _, orig = original(ws)
     for proxy in proxies:  # RUM and the mix need memorization scores; cached in the store like the models
         memorization(ws, proxy)
-    ref = ws.retrain_metrics(ws.select_forget())  # request 1: the same for every configuration
-    retrain_seconds = float(ref["seconds"])
-    if steps > 1 and spec.forget != "mix":
-        # Random and class requests do not depend on the model, so all k retrains can be built now: a run of
-        # the k requests with a zero-epoch fine-tune selects exactly the sets every trial will select.
-        from unlearn_core.sequential import run_sequential
-
-        rec = run_sequential(spec, "finetune", {"epochs": 0}, steps=steps, workspace=ws)
-        retrain_seconds = rec["retrain_seconds"]
-    # With the mix, requests 2..k are chosen on each trial's own unlearned model (reference §3.5): their
-    # retrains depend on the configuration and are built (and cached) by the trials themselves.
+    shared = requests == 1 or spec.forget != "mix" or selection == "retrain"
+    # A zero-epoch run selects exactly the sets every trial will select and builds their retrains — unless the
+    # sets of requests 2..k depend on each trial's own model (a mix with selection "current", the reference's
+    # rule): those retrains are built, and cached, by the trials themselves.
+    rec = start(spec, "finetune", {"epochs": 0}, ws, requests=requests if shared else 1, selection=selection).run()
+    first = rec["requests"][0]["retrain"]
     return {"spec": dataclasses.asdict(spec), "original_seconds": float(orig["seconds"]),
-            "retrain_seconds": retrain_seconds, "wall_seconds": time.perf_counter() - t0,
-            "retrain": {k: ref[k] for k in ("forget_acc", "retain_acc", "test_acc", "mia")}}
+            "retrain_seconds": rec["retrain_seconds"], "wall_seconds": time.perf_counter() - t0,
+            "retrain": {k: first[k] for k in ("forget_acc", "retain_acc", "test_acc", "mia")}}
 
 
 def prepare(specs: Sequence[ExperimentSpec], datasets: dict, *, cpus: float, gpus: float,
-            proxies: Sequence[str] = (), steps: int = 1, log: Callable[[str], None] = print) -> list[dict]:
+            proxies: Sequence[str] = (), requests: int = 1, selection: str = "current",
+            log: Callable[[str], None] = print) -> list[dict]:
     """Run `_prepare_one` for every spec as a Ray task; print progress as each finishes; return their reports."""
     task = ray.remote(_prepare_one).options(num_cpus=cpus, num_gpus=1 if gpus > 0 else 0, max_retries=2)
-    refs = {task.remote(s, datasets[s.dataset], cpus, tuple(proxies), steps): s for s in specs}
-    log(f"prepare: {len(refs)} original/retrain pair(s) to build or load "
-        f"({'GPU' if gpus > 0 else 'CPU'} tasks)")
-    out, pending = [], list(refs)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        rep = ray.get(done[0])
-        s = refs[done[0]]
+    jobs = {task.remote(s, datasets[s.dataset], cpus, tuple(proxies), requests, selection): s for s in specs}
+    log(f"prepare: {len(jobs)} original/retrain set(s) to build or load ({'GPU' if gpus > 0 else 'CPU'} tasks)")
+    out = []
+    for s, rep in as_completed(jobs):
         out.append(rep)
-        log(f"prepare {len(out)}/{len(refs)}: {s.dataset} {s.arch} seed {s.seed} ready "
+        log(f"prepare {len(out)}/{len(jobs)}: {s.dataset} {s.arch} seed {s.seed} ready "
             f"(original {rep['original_seconds']:.1f}s, retrain {rep['retrain_seconds']:.1f}s of training; "
             f"task {rep['wall_seconds']:.1f}s)")
     return out

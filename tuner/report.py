@@ -41,8 +41,7 @@ def report_search(exp_dir: str) -> str:
     import pandas as pd
 
     from . import figures
-    from .final_runs import pareto_front
-    from .outputs import best_configs_markdown
+    from .outputs import best_configs_markdown, pareto_front
     from .service import optuna_storage
 
     meta = _read_json(os.path.join(exp_dir, "search.json"))
@@ -53,15 +52,16 @@ def report_search(exp_dir: str) -> str:
     os.makedirs(fig_dir, exist_ok=True)
     gpus = float(meta.get("resources", {}).get("gpus_per_trial") or 0)
     sec_label = "GPU-seconds per trial" if gpus else "trial seconds (CPU)"
-    alg = meta["args"]["algorithm"]
+    settings = meta["settings"]
+    alg = settings["algorithm"]
     lines = [f"# Search report: {alg} ({os.path.basename(exp_dir)})", "",
-             f"Objective: {meta['args']['objective']}; device: {meta.get('env', {}).get('device', '?')}; "
+             f"Objective: {settings['objective']}; device: {meta.get('env', {}).get('device', '?')}; "
              f"torch {meta.get('env', {}).get('torch', '?')}.", ""]
-    for dataset, arch in meta["pairs"]:
+    for dataset, arch in [(d, a) for d in settings["datasets"] for a in settings["archs"]]:
         tag = f"{dataset}-{arch}"
         lines += [f"## {dataset} / {arch}", ""]
-        study = optuna.load_study(study_name=tag, storage=optuna_storage(meta["optuna_url"]))
-        names = ["ToW", "ToW-MIA"] if len(study.directions) == 2 else [("ToW-MIA" if meta["args"]["objective"] == "tow_mia" else "ToW")]
+        study = optuna.load_study(study_name=tag, storage=optuna_storage(settings["optuna_url"]))
+        names = ["ToW", "ToW-MIA"] if len(study.directions) == 2 else [("ToW-MIA" if settings["objective"] == "tow_mia" else "ToW")]
         made = []
         for i, name in enumerate(names):
             idx = i if len(names) == 2 else None
@@ -124,7 +124,7 @@ def report_study(exp_dir: str) -> str:
         seq = [r for r in rs if r["mode"] == "sequential"]
         curves: dict = defaultdict(lambda: defaultdict(list))
         for r in seq:
-            for st in r["record"]["steps"]:
+            for st in r["record"]["requests"]:
                 for key in ("tow", "tow_mia", "test_acc", "retain_acc", "forget_acc"):
                     curves[key, r["method"]][st["request"] - 1].append(st[key])
                 for key in ("test_acc", "retain_acc", "forget_acc"):
@@ -146,21 +146,19 @@ def report_study(exp_dir: str) -> str:
                                          path=os.path.join(fig_dir, f"{tag}-{key}.png"),
                                          reference={"retrained from scratch": by(key, ["retrain"])["retrain"]}))
         lines += [f"## {dataset} / {arch}", ""] + [f"![{os.path.basename(p)}](figures/{os.path.basename(p)})" for p in made] + [""]
-        lines += ["| method | mode | requests | seeds | ToW (95 % CI) | ToW-MIA (95 % CI) | unlearn s | retrain s | speed-up |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| method | mode | requests | seeds | diverged | ToW (95 % CI) | ToW-MIA (95 % CI) | unlearn s | "
+                  "retrain s | speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
         table = defaultdict(list)
         for r in rs:
             table[r["method"], r["mode"]].append(r)
         for (method, mode), runs in sorted(table.items()):
-            def ci(key):
-                vals = [x["record"][key] for x in runs if x["record"][key] is not None]
-                if not vals:
-                    return "diverged"
-                m, lo, hi = mean_ci(vals)
+            def ci(key):  # a diverged run scores 0 and counts in n (the run driver's rule)
+                m, lo, hi = mean_ci([x["record"][key] for x in runs])
                 return f"{m:.4f} [{lo:.4f}, {hi:.4f}]"
             un = sum(x["record"]["unlearn_seconds"] for x in runs) / len(runs)
             re = sum(x["record"]["retrain_seconds"] for x in runs) / len(runs)
-            lines.append(f"| {method} | {mode} | {runs[0]['record']['requests']} | {len(runs)} | {ci('tow')} | "
+            diverged = sum(1 for x in runs if x["record"].get("diverged"))
+            lines.append(f"| {method} | {mode} | {runs[0]['record']['request_count']} | {len(runs)} | {diverged} | {ci('tow')} | "
                          f"{ci('tow_mia')} | {un:.1f} | {re:.1f} | {re / un if un > 0 else float('inf'):.1f}× |")
         lines.append("")
     out = os.path.join(exp_dir, "report.md")

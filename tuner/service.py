@@ -1,21 +1,20 @@
 """The search itself: connect to Ray, prepare artifacts, run one Tuner per (dataset, arch), pick winners.
 
-Kept apart from the CLI (`tuner/search.py`) so tests and the study can call `run_search(plan)` directly.
+Kept apart from the CLI (`tuner/search.py`) so tests can call `run_search(settings)` directly.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import sys
 import time
-from typing import Callable
 
 from unlearn_core.errors import ConfigError
 
-from .final_runs import objective_value, pareto_front, rerun
-from .outputs import best_configs_markdown, trials_table
-from .search import Plan, write_text
+from .files import write_json, write_text
+from .final_runs import objective_value, rerun
+from .outputs import best_configs_markdown, pareto_front, trials_table
+from .settings import SearchSettings, check_experiment
 
 MAX_EPOCHS = 10  # the flat spaces' largest `epochs`: ASHA's max_t (rungs at 3 and 9: epoch-1 ToW says little,
 #                 since every config still sits near the original then)
@@ -37,11 +36,10 @@ def optuna_storage(url: str):
     return optuna.storages.RDBStorage(url)
 
 
-def connect(plan: Plan) -> dict:
+def connect(s: SearchSettings) -> dict:
     """Join `--address` or start a local Ray (dashboard on localhost, token auth as Ray defaults it)."""
     import ray
 
-    a = plan.args
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     # Snapshot the experiment state at least every 10 s: a driver killed without warning loses (and --resume
     # re-runs) at most the trial results of the last few seconds.
@@ -50,19 +48,19 @@ def connect(plan: Plan) -> dict:
     # "snapshotting triggered multiple times" warning would repeat after every epoch, so it is silenced.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # trials use absolute paths; keep cwd for imports
     # Trials must import this project: ship the checkout's modules when it is not installed as a package.
-    if a.get("address"):
+    if s.address:
         try:
-            ctx = ray.init(address=a["address"], log_to_driver=False)
+            ctx = ray.init(address=s.address, log_to_driver=False)
         except ConnectionError as e:  # Ray chains the reason (a traceback text) under "Failed to connect"
             why = next((ln for ln in reversed(str(e.__cause__ or e).splitlines()) if ln.strip()), str(e))
             if "InvalidAuthToken" in why:
                 why = ("its token auth refused this driver's token; use the cluster's (`ray get-auth-token` on the "
                        "head prints it) via ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN")
-            raise ConfigError(f"cannot join the Ray cluster at {a['address']}: {' '.join(why.split())[:300]}") from None
+            raise ConfigError(f"cannot join the Ray cluster at {s.address}: {' '.join(why.split())[:300]}") from None
     else:
-        kw = {"num_gpus": a["local_gpus"]} if a.get("local_gpus") is not None else {}
+        kw = {"num_gpus": s.local_gpus} if s.local_gpus is not None else {}
         # address="local": always a new local Ray, never a cluster some `ray start` left in /tmp/ray.
-        ctx = ray.init(address="local", include_dashboard=not a.get("no_dashboard"), dashboard_host="127.0.0.1",
+        ctx = ray.init(address="local", include_dashboard=not s.no_dashboard, dashboard_host="127.0.0.1",
                        log_to_driver=False, **kw)
     res = ray.cluster_resources()
     url = getattr(ctx, "dashboard_url", None)
@@ -72,84 +70,73 @@ def connect(plan: Plan) -> dict:
     return res
 
 
-def trial_resources(plan: Plan, res: dict) -> tuple[float, float, int]:
-    a = plan.args
+def trial_resources(s: SearchSettings, res: dict) -> tuple[float, float, int]:
+    """(CPUs, GPUs) per trial and how many trials run at once on this cluster."""
     gpus_total = res.get("GPU", 0)
-    g = a["gpus_per_trial"]
+    g = s.gpus_per_trial
     if g is None:
         g = 0.25 if gpus_total else 0.0
     if g > 0 and not gpus_total:
         raise ConfigError(f"--gpus-per-trial {g} asks for GPUs, but the Ray cluster has none")
-    c = a["cpus_per_trial"]
+    c = s.cpus_per_trial
     limit = int(res.get("CPU", 1) // c)
     if g > 0:
         limit = min(limit, int(gpus_total / g + 1e-9))
-    return c, g, max(1, a["max_concurrent"] or limit)
+    return c, g, max(1, s.max_concurrent or limit)
 
 
-def seeds_of(a: dict) -> tuple[int, list[int]]:
-    seeds = list(dict.fromkeys(a["seeds"]))
-    extra = (s for s in range(10_000) if s not in seeds)
-    while len(seeds) < a["final_seeds"]:
+def seeds_of(s: SearchSettings) -> tuple[int, list[int]]:
+    """(the search seed, the final seeds): --seeds extended with 1, 2, ... up to --final-seeds."""
+    seeds = list(s.seeds)
+    extra = (x for x in range(10_000) if x not in seeds)
+    while len(seeds) < s.final_seeds:
         seeds.append(next(extra))
-    return seeds[0], seeds[:a["final_seeds"]]
+    return seeds[0], seeds[:s.final_seeds]
 
 
-def base_spec(a: dict, dataset: str, arch: str, seed: int):
-    from unlearn_core.experiment import ExperimentSpec
-
-    return ExperimentSpec(dataset=dataset, arch=arch, width=a["width"], seed=seed, forget=a["forget"],
-                          forget_size=a["forget_size"],
-                          forget_classes=tuple(int(c) for c in str(a["forget_classes"]).split(",") if c != ""),
-                          proxy=a["proxy"], data_dir=a["data_dir"], store=a["store"], device=a["device"],
-                          train_epochs=a["train_epochs"])
-
-
-def run_search(plan: Plan) -> int:
+def run_search(s: SearchSettings) -> int:
     import ray
 
     from unlearn_core.data import load_dataset
-    from unlearn_core.experiment import environment
+    from unlearn_core.environment import environment
 
     from .prepare import prepare
 
-    a = plan.args
-    a.setdefault("store", plan.store)
-    a["store"] = plan.store
-    datasets = {d: load_dataset(d, a["data_dir"], 1) for d in dict.fromkeys(p[0] for p in plan.pairs)}
-    res = connect(plan)
-    cpus, gpus, concurrent = trial_resources(plan, res)
-    search_seed, final_seeds = seeds_of(a)
-    meta = {**dataclasses.asdict(plan), "env": environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    # Everything that can fail on the user's input fails here, before Ray starts or a folder is created.
+    datasets = {d: load_dataset(d, s.data_dir, s.split_seed) for d in s.datasets}
+    check_experiment(s, datasets)
+    res = connect(s)
+    cpus, gpus, concurrent = trial_resources(s, res)
+    search_seed, final_seeds = seeds_of(s)
+    if not s.resume:
+        write_json(f"{s.exp_dir}/search.json", {
+            "settings": s.to_json(), "env": environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "search_seed": search_seed, "final_seeds": final_seeds,
-            "resources": {"cpus_per_trial": cpus, "gpus_per_trial": gpus, "max_concurrent": concurrent}}
-    if not a.get("resume"):
-        write_text(f"{plan.exp_dir}/search.json", json.dumps(meta, indent=1, default=str))
-    log(f"experiment: {plan.exp_dir}\nOptuna study: optuna-dashboard {plan.optuna_url}")
-    needs_proxy = a["algorithm"].startswith("rum") or a["forget"] == "mix"
-    specs = [base_spec(a, d, ar, s) for d, ar in plan.pairs for s in final_seeds]
-    prepare(specs, datasets, cpus=cpus, gpus=gpus, proxies=(a["proxy"],) if needs_proxy else (),
-            steps=a["steps"], log=log)
+            "resources": {"cpus_per_trial": cpus, "gpus_per_trial": gpus, "max_concurrent": concurrent}}, indent=1)
+    log(f"experiment: {s.exp_dir}\nOptuna study: optuna-dashboard {s.optuna_url}")
+    specs = [s.spec(d, ar, seed) for d, ar in s.pairs for seed in final_seeds]
+    prepare(specs, datasets, cpus=cpus, gpus=gpus, proxies=(s.proxy,) if s.needs_proxy else (),
+            requests=s.requests, selection=s.selection, log=log)
 
     summary, all_trials = [], []
-    for dataset, arch in plan.pairs:
-        rows, interrupted = tune_pair(plan, datasets[dataset], dataset, arch, search_seed, cpus, gpus, concurrent)
+    for dataset, arch in s.pairs:
+        rows, interrupted = tune_pair(s, datasets[dataset], dataset, arch, search_seed, cpus, gpus, concurrent)
         all_trials.extend(rows)
-        write_text(f"{plan.exp_dir}/trials.csv", trials_table(all_trials).to_csv(index=False))
+        write_text(f"{s.exp_dir}/trials.csv", trials_table(all_trials).to_csv(index=False))
         if interrupted:
-            log(f"search interrupted; continue with: python -m tuner.search {a['algorithm']} --name "
-                f"{os.path.basename(plan.exp_dir)} --storage {a['storage']} --resume")
+            log(f"search interrupted; continue with: python -m tuner.search {s.algorithm} --name {s.name} "
+                f"--storage {s.storage} --resume")
             return 130
-        summary.append(finalize_pair(plan, datasets[dataset], dataset, arch, rows, final_seeds, cpus, gpus))
-        write_outputs(plan, summary)
+        summary.append(finalize_pair(s, datasets[dataset], dataset, arch, rows, final_seeds, cpus, gpus))
+        write_outputs(s, summary)
     log("\n" + best_configs_markdown(summary))
     ray.shutdown()
     return 0
 
 
-def tune_pair(plan: Plan, dataset_obj, dataset: str, arch: str, seed: int, cpus: float, gpus: float,
+def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int, cpus: float, gpus: float,
               concurrent: int) -> tuple[list[dict], bool]:
-    """Run (or resume, or reload) the Tuner of one (dataset, arch); return its trial rows and whether it stopped early."""
+    """Run (or resume) the Tuner of one (dataset, arch); return its trial rows and whether it stopped early."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -159,79 +146,93 @@ def tune_pair(plan: Plan, dataset_obj, dataset: str, arch: str, seed: int, cpus:
 
     from .trainable import run_trial
 
-    a = plan.args
-    space = search_spaces.get_space(a["algorithm"])
+    space = search_spaces.get_space(s.algorithm)
     trainable = tune.with_resources(tune.with_parameters(run_trial, dataset=dataset_obj), {"cpu": cpus, "gpu": gpus})
-    path = f"{plan.exp_dir}/tune-{dataset}-{arch}"
-    objective = a["objective"]
+    path = f"{s.exp_dir}/tune-{dataset}-{arch}"
+    study_name = f"{dataset}-{arch}"
     if tune.Tuner.can_restore(path):
         log(f"resuming {path}")
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
-        spec = base_spec(a, dataset, arch, seed)
-        metric, mode = (["tow", "tow_mia"], ["max", "max"]) if objective == "both" else (objective, "max")
-        first = search_spaces.paper_config(a["algorithm"], dataset, arch)
-        paper = [first] + ([c for c in space.paper_configs if c != first] if a["num_samples"] >= 16 else [])
-        extra = list(a.get("points") or [])  # --points: evaluated before the paper's configs
+        metric, mode = (["tow", "tow_mia"], ["max", "max"]) if s.objective == "both" else (s.objective, "max")
+        first = search_spaces.paper_config(s.algorithm, dataset, arch)
+        paper = [first] + ([c for c in space.paper_configs if c != first] if s.num_samples >= 16 else [])
+        extra = list(s.points)  # --points: evaluated before the paper's configs
         points = extra + [c for c in paper if c not in extra]
         searcher = OptunaSearch(
-            space.define, metric=metric, mode=mode, points_to_evaluate=points[:a["num_samples"]],
-            sampler=optuna.samplers.TPESampler(seed=a["sampler_seed"]),
-            storage=optuna_storage(plan.optuna_url), study_name=f"{dataset}-{arch}")
-        # ASHA needs one metric; with `both` it ranks by ToW (every trial still reports both).
-        scheduler = ASHAScheduler(metric="tow" if objective != "tow_mia" else "tow_mia", mode="max",
-                                  max_t=MAX_EPOCHS, grace_period=3, reduction_factor=3)
+            space.define, metric=metric, mode=mode, points_to_evaluate=points[:s.num_samples],
+            sampler=optuna.samplers.TPESampler(seed=s.sampler_seed),
+            storage=optuna_storage(s.optuna_url), study_name=study_name)
+        # ASHA needs one metric; with `both` it ranks by ToW (every trial still reports both). Its clock is the
+        # trial's own count of evaluations (epochs of one request; requests of several), saved with its state.
+        scheduler = ASHAScheduler(time_attr="evaluation", metric="tow" if s.objective != "tow_mia" else "tow_mia",
+                                  mode="max", max_t=MAX_EPOCHS, grace_period=3, reduction_factor=3)
         tuner = tune.Tuner(
             trainable,
-            param_space={"spec": dataclasses.asdict(spec), "space": space.name, "algorithm": space.algorithm,
-                         "cpus_per_trial": cpus, "steps": a["steps"]},
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=a["num_samples"],
+            param_space={"spec": dataclasses.asdict(s.spec(dataset, arch, seed)), "space": space.name,
+                         "algorithm": space.algorithm, "cpus_per_trial": cpus, "requests": s.requests,
+                         "selection": s.selection, "state_dir": f"{s.exp_dir}/trial-state"},
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
                                         max_concurrent_trials=concurrent),
-            run_config=tune.RunConfig(
-                name=f"tune-{dataset}-{arch}", storage_path=plan.exp_dir,
-                failure_config=tune.FailureConfig(max_failures=a["max_failures"]),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1))
-    log(f"search: {a['algorithm']} on {dataset}/{arch}, {a['num_samples']} trials, {concurrent} at once, "
+            # No Tune checkpoints: each trial keeps its own latest state (tuner/trial_state.py says why).
+            run_config=tune.RunConfig(name=f"tune-{dataset}-{arch}", storage_path=s.exp_dir,
+                                      failure_config=tune.FailureConfig(max_failures=s.max_failures), verbose=1))
+    log(f"search: {s.algorithm} on {dataset}/{arch}, {s.num_samples} trials, {concurrent} at once, "
         f"{cpus:g} CPU + {gpus:g} GPU each")
     rg = tuner.fit()
     finished = rg.num_terminated + rg.num_errors
-    interrupted = finished < len(rg) or len(rg) < a["num_samples"]
+    interrupted = finished < len(rg) or len(rg) < s.num_samples
     if not interrupted:  # all Tune trials ended: a RUNNING Optuna trial was asked for by a killed driver after
         #                  its last experiment snapshot (--resume asks anew); close it so the study has no phantom
-        study = optuna.load_study(study_name=f"{dataset}-{arch}", storage=optuna_storage(plan.optuna_url))
+        remove_states(f"{s.exp_dir}/trial-state")  # no trial will be restored any more: free their weights
+        study = optuna.load_study(study_name=study_name, storage=optuna_storage(s.optuna_url))
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
             log(f"optuna trial {t.number}: RUNNING without a Tune trial (driver killed before snapshot) -> FAIL")
-    # Tune's own trial states tell an ASHA stop (TERMINATED before the last epoch) from a trial cut off by an
-    # interrupt (RUNNING / PENDING / PAUSED), which `--resume` will finish.
-    states = {t.trial_id: t.status for t in rg._experiment_analysis.trials}
     rows = []
     for r in rg:
         m = dict(r.metrics or {})
-        status = ("error" if r.error else "pruned" if m.get("pruned") else
-                  "completed" if m.get("final") else
-                  "stopped" if states.get(m.get("trial_id"), "TERMINATED") == "TERMINATED" else "unfinished")
         rows.append({"dataset": dataset, "arch": arch, "trial_id": m.get("trial_id", os.path.basename(r.path)),
-                     "status": status, "prune_reason": m.get("prune_reason", "") or (str(r.error)[:200] if r.error else ""),
-                     **{k: m.get(k) for k in ("epoch", "tow", "tow_mia", "forget_acc", "retain_acc", "val_acc",
-                                              "test_acc", "mia", "unlearn_seconds", "time_total_s", "node_id")},
+                     "status": trial_status(m, r.error is not None, interrupted),
+                     "prune_reason": m.get("prune_reason", "") or (str(r.error)[:200] if r.error else ""),
+                     **{k: m.get(k) for k in ("epoch", "request", "tow", "tow_mia", "forget_acc", "retain_acc",
+                                              "val_acc", "test_acc", "mia", "unlearn_seconds", "time_total_s",
+                                              "node_id")},
                      "params": json.dumps(search_spaces.to_config_params(space, r.config)) if r.config else "{}"})
     return rows, interrupted
 
 
-def finalize_pair(plan: Plan, dataset_obj, dataset: str, arch: str, rows: list[dict], seeds: list[int],
+def remove_states(url: str) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def trial_status(metrics: dict, errored: bool, interrupted: bool) -> str:
+    """error / pruned (diverged) / completed (ran its last epoch) / stopped (by ASHA) / unfinished (the search
+    was interrupted before it ended; --resume finishes it)."""
+    if errored:
+        return "error"
+    if metrics.get("pruned"):
+        return "pruned"
+    if metrics.get("final"):
+        return "completed"
+    return "unfinished" if interrupted else "stopped"
+
+
+def finalize_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, rows: list[dict], seeds: list[int],
                   cpus: float, gpus: float) -> dict:
     """Top-k completed trials + the paper's config, re-run on the final seeds; winner by the 95 % lower bound."""
     import search_spaces
 
-    a = plan.args
-    objective = a["objective"]
     completed = [r for r in rows if r["status"] == "completed"]
-    completed.sort(key=lambda r: -objective_value(r, objective))
-    paper = search_spaces.to_config_params(a["algorithm"], search_spaces.paper_config(a["algorithm"], dataset, arch))
+    completed.sort(key=lambda r: -objective_value(r, s.objective))
+    paper = search_spaces.to_config_params(s.algorithm, search_spaces.paper_config(s.algorithm, dataset, arch))
     cands, seen = [{"label": "paper", "params": paper, "search": None}], [paper]
     for r in completed:
-        if len(cands) > a["top_k"]:  # the paper's config plus the top-k distinct searched configs
+        if len(cands) > s.top_k:  # the paper's config plus the top-k distinct searched configs
             break
         p = json.loads(r["params"])
         if p in seen:
@@ -239,35 +240,33 @@ def finalize_pair(plan: Plan, dataset_obj, dataset: str, arch: str, rows: list[d
         seen.append(p)
         cands.append({"label": f"trial {r['trial_id']}", "params": p,
                       "search": {"tow": r["tow"], "tow_mia": r["tow_mia"]}})
-    space_alg = search_spaces.get_space(a["algorithm"]).algorithm
-    ranked = rerun(cands, base_spec(a, dataset, arch, seeds[0]), dataset_obj, seeds, algorithm=space_alg,
-                   steps=a["steps"], cpus=cpus, gpus=gpus, objective=objective, log=log)
-    front = pareto_front(completed)
+    ranked = rerun(cands, s.spec(dataset, arch, seeds[0]), dataset_obj, seeds,
+                   algorithm=search_spaces.get_space(s.algorithm).algorithm, requests=s.requests,
+                   selection=s.selection, cpus=cpus, gpus=gpus, objective=s.objective, log=log)
     best = ranked[0]
-    return {"dataset": dataset, "arch": arch, "algorithm": a["algorithm"], "objective": objective,
+    return {"dataset": dataset, "arch": arch, "algorithm": s.algorithm, "objective_name": s.objective,
             "params": best["params"], "label": best["label"], "tow": best["tow"], "tow_mia": best["tow_mia"],
-            "score": best["score"], "seeds": best["seeds"], "trials_run": len(rows),
-            "trials": {s: sum(1 for r in rows if r["status"] == s) for s in ("completed", "stopped", "pruned", "error")},
+            "objective": best["objective"], "seeds": best["seeds"], "trials_run": len(rows),
+            "trials": {st: sum(1 for r in rows if r["status"] == st) for st in ("completed", "stopped", "pruned", "error")},
             "gpu_seconds": sum((r.get("time_total_s") or 0) for r in rows) * gpus,
             "trial_seconds": sum((r.get("time_total_s") or 0) for r in rows),
             "paper": next(c for c in ranked if c["label"] == "paper"),
-            "candidates": [{k: c[k] for k in ("label", "params", "tow", "tow_mia", "score", "seeds", "search",
+            "candidates": [{k: c[k] for k in ("label", "params", "tow", "tow_mia", "objective", "seeds", "search",
                                                "unlearn_seconds", "diverged_runs")} for c in ranked],
-            "pareto_front": [{k: r[k] for k in ("trial_id", "tow", "tow_mia", "params")} for r in front]}
+            "pareto_front": [{k: r[k] for k in ("trial_id", "tow", "tow_mia", "params")}
+                             for r in pareto_front(completed)]}
 
 
-def write_outputs(plan: Plan, summary: list[dict]) -> None:
+def write_outputs(s: SearchSettings, summary: list[dict]) -> None:
     import pandas as pd
 
-    clean = json.loads(json.dumps(summary, default=str))
-    for s in clean:  # the per-seed records are long; keep them in final_runs.json, not the summary
-        s["paper"].pop("runs", None)
-    write_text(f"{plan.exp_dir}/best_configs.json", json.dumps(clean, indent=1))
-    write_text(f"{plan.exp_dir}/best_configs.md", best_configs_markdown(summary))
-    flat = [{"dataset": s["dataset"], "arch": s["arch"], "algorithm": s["algorithm"], "objective": s["objective"],
-             "tow": s["tow"]["mean"], "tow_low": s["tow"]["low"], "tow_high": s["tow"]["high"],
-             "tow_mia": s["tow_mia"]["mean"], "tow_mia_low": s["tow_mia"]["low"], "tow_mia_high": s["tow_mia"]["high"],
-             "seeds": " ".join(map(str, s["seeds"])), "params": json.dumps(s["params"])} for s in summary]
-    write_text(f"{plan.exp_dir}/best_configs.csv", pd.DataFrame(flat).to_csv(index=False))
-    fronts = [{"dataset": s["dataset"], "arch": s["arch"], **p} for s in summary for p in s["pareto_front"]]
-    write_text(f"{plan.exp_dir}/pareto_front.csv", pd.DataFrame(fronts).to_csv(index=False))
+    clean = [{**x, "paper": {k: v for k, v in x["paper"].items() if k != "runs"}} for x in summary]
+    write_json(f"{s.exp_dir}/best_configs.json", clean, indent=1)  # per-seed records stay in final runs
+    write_text(f"{s.exp_dir}/best_configs.md", best_configs_markdown(summary))
+    flat = [{"dataset": x["dataset"], "arch": x["arch"], "algorithm": x["algorithm"], "objective": x["objective_name"],
+             "tow": x["tow"]["mean"], "tow_low": x["tow"]["low"], "tow_high": x["tow"]["high"],
+             "tow_mia": x["tow_mia"]["mean"], "tow_mia_low": x["tow_mia"]["low"], "tow_mia_high": x["tow_mia"]["high"],
+             "seeds": " ".join(map(str, x["seeds"])), "params": json.dumps(x["params"])} for x in summary]
+    write_text(f"{s.exp_dir}/best_configs.csv", pd.DataFrame(flat).to_csv(index=False))
+    fronts = [{"dataset": x["dataset"], "arch": x["arch"], **p} for x in summary for p in x["pareto_front"]]
+    write_text(f"{s.exp_dir}/pareto_front.csv", pd.DataFrame(fronts).to_csv(index=False))

@@ -31,10 +31,10 @@ PAPER_PROXIES = ("confidence", "max_conf", "entropy", "bin_acc", "holdout")
 
 PRESETS = {
     "paper": {"datasets": ["cifar10", "cifar100"], "archs": ["resnet18", "vgg16_bn"], "seeds": [0, 1, 2, 3, 4],
-              "steps": 5, "forget": "mix", "proxies": list(PAPER_PROXIES), "width": None, "train_epochs": None,
+              "requests": 5, "forget": "mix", "proxies": list(PAPER_PROXIES), "width": None, "train_epochs": None,
               "forget_size": None, "epochs_scale": None},
     # digits, two seeds so intervals exist, two requests, one proxy, vanilla and RUM; short runs so CI stays fast
-    "smoke": {"datasets": ["digits"], "archs": ["resnet18"], "seeds": [0, 1], "steps": 2, "forget": "mix",
+    "smoke": {"datasets": ["digits"], "archs": ["resnet18"], "seeds": [0, 1], "requests": 2, "forget": "mix",
               "proxies": ["confidence"], "width": 0.125, "train_epochs": 3, "forget_size": 60, "epochs_scale": 0.3,
               "methods": ["scrub", "neggrad_plus", "rum_neggrad_plus"]},
 }
@@ -81,33 +81,26 @@ class Cell:
         return f"{self.dataset}-{self.arch}-{'rum_' if self.rum else ''}{self.base}-{self.proxy or 'none'}-{mode}-seed{self.seed}"
 
 
-def _run_cell(cell: Cell, spec, dataset_obj, params: dict, steps: int, cpus: float) -> list[dict]:
-    """The sequential run of one cell (and, for vanilla methods, its one-shot twin)."""
+def _run_cell(cell: Cell, spec, dataset_obj, params: dict, requests: int, cpus: float) -> list[dict]:
+    """The sequential run of one cell (and, for vanilla methods, its one-shot twin), through the run driver."""
     import numpy as np
-    import torch
 
-    from unlearn_core.experiment import Workspace, run_experiment
-    from unlearn_core.sequential import run_sequential
+    from unlearn_core.environment import use_cpus
+    from unlearn_core.run import start
+    from unlearn_core.workspace import Workspace
 
-    torch.set_num_threads(max(1, int(cpus)))
+    use_cpus(cpus)
     ws = Workspace(spec, dataset_obj)
     sets = []
     algorithm = "rum" if cell.rum else cell.base
     p = {**params, "proxy": cell.proxy} if cell.rum else params
-    rec = run_sequential(spec, algorithm, p, steps=steps, workspace=ws,
-                         on_request=lambda req: sets.append(np.asarray(req.forget_ids)))
+    rec = start(spec, algorithm, p, ws, requests=requests,
+                on_request=lambda r, model, req: sets.append(np.asarray(req.forget_ids))).run()
     out = [{"mode": "sequential", "record": rec}]
-    if not cell.rum and len(sets) == steps and steps > 1:
-        one = run_experiment(spec, algorithm, params, workspace=ws, forget_ids=np.concatenate(sets))
-        # one-shot scored like a one-request run: tow/tow_mia of that single request
-        one_rec = {"steps": [{"request": 1, **{k: one[k] for k in ("tow", "tow_mia", "forget_acc", "retain_acc",
-                                                                    "val_acc", "test_acc", "mia")},
-                              "retrain": one["retrain"]}],
-                   "tow": one["tow"], "tow_mia": one["tow_mia"], "unlearn_seconds": one["unlearn_seconds"],
-                   "retrain_seconds": one["retrain_seconds"], "requests": 1, "diverged": one["diverged"],
-                   "params": one["params"], "seed": spec.seed, "env": one["env"],
-                   "forgotten": int(sum(map(len, sets)))}
-        out.append({"mode": "one-shot", "record": one_rec})
+    if not cell.rum and len(sets) == requests and requests > 1:
+        one = start(spec, algorithm, params, ws, forget_ids=np.concatenate(sets)).run()
+        one["forgotten"] = int(sum(map(len, sets)))  # one-shot: the union of the k requests, one request
+        out.append({"mode": "one-shot", "record": one})
     return out
 
 
@@ -123,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", nargs="+", default=None, help="override the preset's datasets")
     p.add_argument("--arch", nargs="+", default=None, help="override the preset's architectures")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
-    p.add_argument("--steps", type=int, default=None, help="override the number of sequential requests")
+    p.add_argument("--requests", type=int, default=None, help="override the number of sequential deletion requests")
     p.add_argument("--proxies", nargs="+", default=None, help="override the proxies (RUM and the mix)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="subset of: scrub neggrad_plus rum_scrub rum_neggrad_plus (default: all four)")
@@ -174,7 +167,7 @@ def plan_cells(a, preset: dict) -> tuple[list[Cell], dict]:
                     for px in (proxies if (forget == "mix" or rum) else [None]):
                         cells.append(Cell(d, x, s, base, rum, px or ""))
     settings = {"datasets": datasets, "archs": archs, "seeds": a.seeds or preset["seeds"],
-                "steps": a.steps or preset["steps"], "forget": forget, "proxies": proxies, "methods": methods}
+                "requests": a.requests or preset["requests"], "forget": forget, "proxies": proxies, "methods": methods}
     return cells, settings
 
 
@@ -191,10 +184,13 @@ def run_study(a) -> int:
     import ray
 
     from unlearn_core.data import load_dataset
-    from unlearn_core.experiment import ExperimentSpec, environment
+    from unlearn_core.environment import environment
+    from unlearn_core.spec import ExperimentSpec
 
+    from .files import write_json
+    from .progress import as_completed
     from .report import make_report
-    from .search import check_address, write_text
+    from .settings import check_address
 
     preset = PRESETS[a.preset]
     configs = None
@@ -208,9 +204,9 @@ def run_study(a) -> int:
             if not str(c.get("algorithm", "")) in ("scrub", "neggrad_plus", "rum_scrub", "rum_neggrad_plus", "rum"):
                 raise ConfigError(f"--configs: unknown algorithm {c.get('algorithm')!r} in {a.configs}")
     cells, settings = plan_cells(a, preset)
-    steps = settings["steps"]
-    if steps < 1:
-        raise ConfigError(f"--steps must be >= 1, got {steps}")
+    requests = settings["requests"]
+    if requests < 1:
+        raise ConfigError(f"--requests must be >= 1, got {requests}")
     if a.address:
         check_address(a.address)
     root = os.path.abspath(a.storage)
@@ -232,22 +228,20 @@ def run_study(a) -> int:
     gpus = a.gpus_per_task if a.gpus_per_task is not None else (0.25 if ray.cluster_resources().get("GPU") else 0)
     os.makedirs(os.path.join(exp, "runs"), exist_ok=True)
     if not os.path.exists(os.path.join(exp, "study.json")):
-        write_text(os.path.join(exp, "study.json"), json.dumps(
-            {"preset": a.preset, "settings": settings, "store": store, "configs": a.configs, "env": environment(),
-             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+        write_json(os.path.join(exp, "study.json"),
+                   {"preset": a.preset, "settings": settings, "store": store, "configs": a.configs, "env": environment(),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1)
     todo = [c for c in cells if not os.path.exists(os.path.join(exp, "runs", c.name("sequential") + ".json"))]
     print(f"study {exp}: {len(cells)} cells, {len(cells) - len(todo)} already done", flush=True)
     task = ray.remote(_run_cell).options(num_cpus=a.cpus_per_task, num_gpus=gpus, max_retries=2)
     data_refs = {name: ray.put(d) for name, d in datasets.items()}  # one object-store copy per dataset
-    jobs = {task.remote(c, spec_of(c), data_refs[c.dataset], params[c], steps, a.cpus_per_task): c for c in todo}
-    pending, done = list(jobs), 0
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        c = jobs[ready[0]]
-        for out in ray.get(ready[0]):
+    jobs = {task.remote(c, spec_of(c), data_refs[c.dataset], params[c], requests, a.cpus_per_task): c for c in todo}
+    done = 0
+    for c, outs in as_completed(jobs):
+        for out in outs:
             row = {"dataset": c.dataset, "arch": c.arch, "seed": c.seed, "method": c.method, "mode": out["mode"],
                    "record": out["record"]}
-            write_text(os.path.join(exp, "runs", c.name(out["mode"]) + ".json"), json.dumps(row, default=str))
+            write_json(os.path.join(exp, "runs", c.name(out["mode"]) + ".json"), row)
         done += 1
         r = row["record"]
         print(f"  {done}/{len(todo)}: {c.method} {c.dataset}/{c.arch} seed {c.seed}: "

@@ -1,9 +1,8 @@
 """`python -m unlearn_core run ...`: one unlearning experiment, without Ray.
 
-original → forget set → retrain from scratch → unlearn → metrics, exactly as the tuner's trials do it (the
-parser only builds an `ExperimentSpec` and the algorithm's hyperparameters and calls `run_experiment`).
-Originals, retrains and the retrained model's metrics are cached in the artifact store (`--store`), so a
-second run on the same (dataset, arch, width, seed, forget set) only unlearns.
+original → forget set → retrain from scratch → unlearn → metrics, through the same run driver as the tuner's
+trials (`unlearn_core.run.start`). Originals, retrains and the retrained model's metrics are cached in the
+artifact store (`--store`), so a second run on the same (dataset, arch, width, seed, forget set) only unlearns.
 
     python -m unlearn_core run --algorithm scrub --dataset digits --arch resnet18
     python -m unlearn_core run --algorithm neggrad_plus --param beta=0.95,lr=0.01 --json
@@ -15,21 +14,21 @@ value or data) is one `error: ...` line on stderr and exit status 2; a diverged 
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import dataclasses
 import sys
 from typing import Any, Optional, Sequence
 
-from .data import dataset_names, load_dataset
+from .cli_args import add_experiment_args, check_device, spec_from_args
+from .data import load_dataset
+from .environment import use_cpus
 from .errors import ConfigError, UnlearnError
-from .experiment import FORGET_KINDS, ExperimentSpec, Workspace, default_store, run_experiment
-from .models import model_names
-from .proxies import PROXIES
-from .unlearning import ALGORITHMS, make_config
+from .jsonable import dumps
+from .rum import SCRIPT_NEGGRAD_PLUS_PLAN
+from .run import check, start
+from .unlearning import ALGORITHMS
+from .workspace import Workspace
 
 PROG = "python -m unlearn_core"
-CLI_FORGET_KINDS = FORGET_KINDS
-RUM = "rum"  # the meta-algorithm: its sub-steps are configured by --rum-plan, not --param
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,16 +36,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,3, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected at least one class, got {text!r}")
-    return values
 
 
 def _algorithm_help() -> str:
@@ -59,10 +48,10 @@ def _algorithm_help() -> str:
 
 
 def _hyperparameter_help() -> str:
-    import dataclasses
-
     parts = []
     for name in ALGORITHMS.names():
+        if name == "rum":
+            continue  # its config is the plan (--rum-plan)
         cfg = ALGORITHMS.get(name).Config()
         parts.append(f"{name}: " + ", ".join(f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)))
     return "; ".join(parts)
@@ -85,75 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "stderr, the result to stdout.",
         epilog=f"Hyperparameters and their defaults (--param NAME=VALUE): {_hyperparameter_help()}.",
     )
-
     g = r.add_argument_group("unlearning")
-    g.add_argument("--algorithm", required=True, choices=ALGORITHMS.names() + [RUM], metavar="ALGORITHM",
-                   help=f"unlearning algorithm, one of {', '.join(ALGORITHMS.names() + [RUM])} ({_algorithm_help()}; "
-                        "rum: refine the forget set into low/mid/high memorization subsets by --proxy and unlearn "
-                        "them in that order, each with its own algorithm from --rum-plan)")
+    g.add_argument("--algorithm", required=True, choices=ALGORITHMS.names(), metavar="ALGORITHM",
+                   help=f"unlearning algorithm, one of {', '.join(ALGORITHMS.names())} ({_algorithm_help()})")
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE...]",
                    help="a hyperparameter of the algorithm, overriding its default (the paper's CIFAR-10 "
                         "config); repeatable, or several comma-separated. Unknown names and invalid values "
                         "are refused before anything trains (see the list below)")
     g.add_argument("--rum-plan", default=None, metavar="PLAN",
-                   help="RUM's three sub-steps, low → mid → high memorization: 'ALG[:NAME=VALUE;...],ALG,ALG' "
+                   help="RUM's three stages, low → mid → high memorization: 'ALG[:NAME=VALUE;...],ALG,ALG' "
                         "with ALG in none, finetune, neggrad_plus, scrub (e.g. "
                         "'none,finetune:lr=0.1;epochs=5,neggrad_plus:beta=0.97'), or the JSON list "
-                        "[{\"algorithm\": ..., \"params\": {...}}, ...] (default: the paper's NegGrad+ plan, Table C.4)")
-    g.add_argument("--proxy", default="confidence", choices=PROXIES.names(), metavar="PROXY",
-                   help=f"memorization proxy for --forget mix and RUM, one of {', '.join(PROXIES.names())} "
-                        "(default confidence)")
-    g.add_argument("--steps", type=int, default=1, metavar="K",
-                   help="sequential deletion requests: request j forgets a new set from what remains, starting "
-                        "from request j-1's model, scored against a retrain without all sets so far (default 1)")
+                        "[{\"algorithm\": ..., \"params\": {...}}, ...] (default: the RUM script's NegGrad+ plan, "
+                        "β 0.99/0.97/0.97, lr 0.01/0.01/0.001, Table C.4's epochs 5/5/10)")
     g.add_argument("--seed", type=int, default=0,
                    help="model seed: initial weights, training order, random forget set, unlearning (default 0)")
-
-    g = r.add_argument_group("data and forget set")
-    g.add_argument("--dataset", default="digits", choices=dataset_names(), metavar="DATASET",
-                   help=f"dataset, one of {', '.join(dataset_names())} (default digits: scikit-learn's bundled "
-                        "digits, no download)")
-    g.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="folder with the dataset files: for cifar10/cifar100 the folder holding the official "
-                        "python-pickle folder (default $UNLEARN_DATA_DIR or ~/.cache/unlearn/data); for "
-                        "imagefolder (required) a folder with train/<class>/* and test/<class>/*")
-    g.add_argument("--download", action="store_true",
-                   help="fetch CIFAR-10/100 through torchvision when its files are missing")
-    g.add_argument("--split-seed", type=int, default=1,
-                   help="seed of the per-class 90/10 train/validation split (default 1, as the reference)")
-    g.add_argument("--forget", choices=CLI_FORGET_KINDS, default="random",
-                   help="forget set: 'random' examples of the training split, every training example of "
-                        "--forget-classes, or 'mix': a third each of the lowest, median and highest "
-                        "memorization by --proxy (default random)")
-    g.add_argument("--forget-size", type=int, default=None, metavar="N",
-                   help="size of a random forget set (default 90 on digits, 3000 otherwise: the paper's "
-                        "3,000 of CIFAR's 45,000)")
-    g.add_argument("--forget-classes", type=_int_list, default=None, metavar="C[,C...]",
-                   help="classes to forget with --forget class, e.g. 0,3 (default 0)")
-
-    g = r.add_argument_group("model")
-    g.add_argument("--arch", default="resnet18", choices=model_names(), metavar="ARCH",
-                   help=f"architecture, one of {', '.join(model_names())} (default resnet18)")
-    g.add_argument("--width", type=float, default=None, metavar="F",
-                   help="channel multiplier > 0 (default 0.25 on digits, 1.0 = the reference model otherwise)")
-    g.add_argument("--train-epochs", type=int, default=None, metavar="N",
-                   help="epochs of the original and the retrained model, overriding the dataset's recipe "
-                        "(digits 12, CIFAR-10 30, CIFAR-100 100)")
-
-    g = r.add_argument_group("execution and output")
-    g.add_argument("--store", default=None, metavar="PATH_OR_URI",
-                   help=f"artifact store root, a folder or an fsspec URI such as s3://bucket/path (default "
-                        f"$UNLEARN_STORE or {default_store()})")
-    g.add_argument("--device", default=None, metavar="DEVICE",
-                   help="torch device: cpu, cuda or cuda:N (default cuda when present, else cpu)")
-    g.add_argument("--json", action="store_true",
-                   help="print the whole result record as JSON instead of a table")
+    add_experiment_args(r)
+    g = r.add_argument_group("output")
+    g.add_argument("--json", action="store_true", help="print the whole result record as JSON instead of a table")
     return p
-
-
-# The paper's RUM NegGrad+ recipe (Table C.4 / RUM:main_rum_proxy.py): β 0.99 → 0.97 → 0.97, 5 → 5 → 10 epochs.
-DEFAULT_RUM_PLAN = ("neggrad_plus:beta=0.99;epochs=5;lr=0.01,neggrad_plus:beta=0.97;epochs=5;lr=0.01,"
-                    "neggrad_plus:beta=0.97;epochs=10;lr=0.001")
 
 
 def parse_rum_plan(text: str) -> Any:
@@ -190,51 +129,6 @@ def parse_params(items: Sequence[str]) -> dict[str, str]:
     return params
 
 
-def _check_device(device: Optional[str]) -> None:
-    if device is None:
-        return
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but no CUDA device is available; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA devices")
-    elif dev.type != "cpu":
-        raise ConfigError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
-
-
-def spec_from_args(args: argparse.Namespace) -> ExperimentSpec:
-    if args.forget != "class" and args.forget_classes is not None:
-        raise ConfigError("--forget-classes needs --forget class")
-    if args.forget == "class" and args.forget_size is not None:
-        raise ConfigError("--forget-size applies to --forget random; --forget class forgets every example of "
-                          "--forget-classes")
-    extra = {"forget_classes": args.forget_classes} if args.forget_classes is not None else {}
-    return ExperimentSpec(dataset=args.dataset, arch=args.arch, width=args.width, seed=args.seed,
-                          split_seed=args.split_seed, forget=args.forget, forget_size=args.forget_size,
-                          proxy=args.proxy,
-                          data_dir=args.data_dir, store=args.store, device=args.device,
-                          train_epochs=args.train_epochs, **extra)
-
-
-def _jsonable(v: Any) -> Any:
-    """Plain JSON: tuples → lists, numpy scalars → Python, non-finite floats → "inf"/"-inf"/"nan" strings."""
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 1) == 0:
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return v
-
-
 _ROWS = (("forget_acc", "forget acc (%)", "{:.2f}"), ("retain_acc", "retain acc (%)", "{:.2f}"),
          ("val_acc", "val acc (%)", "{:.2f}"), ("test_acc", "test acc (%)", "{:.2f}"),
          ("mia", "MIA (0-1)", "{:.4f}"))
@@ -252,12 +146,12 @@ def format_table(rec: dict) -> str:
              ""]
     lines.append(f"{'':<16}{'unlearned':>11}{'retrained':>11}")
     for key, label, fmt in _ROWS:
-        lines.append(f"{label:<16}{fmt.format(rec[key]):>11}{fmt.format(rec['retrain'][key]):>11}")
+        lines.append(f"{label:<16}{_num(rec[key], fmt):>11}{fmt.format(rec['retrain'][key]):>11}")
     lines.append("")
     if rec.get("diverged"):
         d = rec["diverged"]
-        lines.append(f"DIVERGED in epoch {d['epoch'] + 1}: {d['reason']} (value {d['value']:.4g}); "
-                     f"metrics are those of the diverged model")
+        lines.append(f"DIVERGED in epoch {d['epoch'] + 1}: {d['reason']} (value {d['value']:.4g}); the run scores "
+                     f"0, the accuracies and MIA are the diverged model's")
     lines.append(f"{'ToW':<16}{rec['tow']:>11.4f}")
     lines.append(f"{'ToW-MIA':<16}{rec['tow_mia']:>11.4f}")
     lines.append(f"{'seconds':<16}unlearn {rec['unlearn_seconds']:.1f}, retrain {rec['retrain_seconds']:.1f}")
@@ -282,12 +176,12 @@ def format_requests(rec: dict) -> str:
     """A sequential / RUM record for people: one row per request (unlearned / retrained), then the means."""
     s = rec["spec"]
     lines = [f"{rec['algorithm']} on {s['dataset']}: {s['arch']} (width {s['width']:g}), seed {rec['seed']}, "
-             f"{rec['requests']} request(s), forget {s['forget']}"
+             f"{rec['request_count']} request(s), forget {s['forget']}"
              + (f" by {s['proxy']}" if s["forget"] == "mix" else ""),
-             "params: " + json.dumps(_jsonable(rec["params"])), "",
+             "params: " + dumps(rec["params"]), "",
              f"{'request':>7} {'forget':>6} {'forget acc u/r':>15} {'retain acc u/r':>15} {'test acc u/r':>15} "
              f"{'MIA u/r':>13} {'ToW':>7} {'ToW-MIA':>7} {'unlearn s':>9}"]
-    for st in rec["steps"]:
+    for st in rec["requests"]:
         r = st["retrain"]
         lines.append(f"{st['request']:>7} {st['forget_size']:>6} "
                      f"{_num(st['forget_acc'], '{:.1f}'):>7}/{r['forget_acc']:<7.1f} "
@@ -295,7 +189,7 @@ def format_requests(rec: dict) -> str:
                      f"{_num(st['test_acc'], '{:.1f}'):>7}/{r['test_acc']:<7.1f} "
                      f"{_num(st['mia'], '{:.3f}'):>6}/{r['mia']:<6.3f} "
                      f"{_num(st['tow'], '{:.4f}'):>7} {_num(st['tow_mia'], '{:.4f}'):>7} {st['unlearn_seconds']:>9.1f}")
-        for sub in st.get("substeps") or []:
+        for sub in st.get("stages") or []:
             lines.append(f"{'':>7} └ {sub.get('level', '')}: {sub.get('algorithm')} on {sub.get('forget_size', '?')} "
                          f"examples, {sub.get('unlearn_seconds', 0):.1f}s")
     lines += ["", f"mean ToW {_num(rec['tow'], '{:.4f}')}, ToW-MIA {_num(rec['tow_mia'], '{:.4f}')}; "
@@ -312,33 +206,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     params: dict = parse_params(args.param)
-    if args.algorithm == RUM:
+    if args.algorithm == "rum":
         if params:
-            raise ConfigError("rum takes its sub-steps' hyperparameters from --rum-plan, not --param")
-        from .rum import parse_plan, plan_dict
-
-        params = {"plan": plan_dict(parse_plan(parse_rum_plan(args.rum_plan or DEFAULT_RUM_PLAN))), "proxy": args.proxy}
-    else:
-        if args.rum_plan:
-            raise ConfigError("--rum-plan applies to --algorithm rum only")
-        make_config(args.algorithm, params)  # every hyperparameter check, before data, training or the store
-    if args.steps < 1:
-        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
-    spec = spec_from_args(args)
-    _check_device(spec.device)
+            raise ConfigError("rum takes its stages' hyperparameters from --rum-plan, not --param")
+        params = {"plan": parse_rum_plan(args.rum_plan) if args.rum_plan else SCRIPT_NEGGRAD_PLUS_PLAN,
+                  "proxy": args.proxy}
+    elif args.rum_plan:
+        raise ConfigError("--rum-plan applies to --algorithm rum only")
+    spec = spec_from_args(args, seed=args.seed)
+    check_device(spec.device)
+    use_cpus(None)
+    check(spec, args.algorithm, params, requests=args.requests, selection=args.selection)  # before data or training
     dataset = load_dataset(spec.dataset, spec.data_dir, spec.split_seed, download=args.download)
     ws = Workspace(spec, dataset, log=log)
-    if args.algorithm == RUM or args.steps > 1:
-        from .sequential import run_sequential
-
-        record = run_sequential(spec, args.algorithm, params, steps=args.steps, workspace=ws, log=log)
-        record["device"] = str(ws.device)
-        print(json.dumps(_jsonable(record), indent=2, allow_nan=False) if args.json else format_requests(record))
-        return 0
-    record = run_experiment(spec, args.algorithm, params, workspace=ws, log=log)
+    run = start(spec, args.algorithm, params, ws, requests=args.requests, selection=args.selection, log=log)
+    record = run.run()
     record["device"] = str(ws.device)
     if args.json:
-        print(json.dumps(_jsonable(record), indent=2, allow_nan=False))
+        print(dumps(record, indent=2))
+    elif args.algorithm == "rum" or args.requests > 1:
+        print(format_requests(record))
     else:
         print(format_table(record))
     return 0

@@ -202,3 +202,38 @@ def retain_ids(n_train: int, *exclude: np.ndarray) -> np.ndarray:
         raise ConfigError(f"retain_ids: excluding {len(exclude)} id set(s) leaves none of the {n_train} "
                           f"training examples to retain")
     return np.flatnonzero(keep).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------- one deletion request
+
+def request_classes(classes: Sequence[int], requests: int) -> list[tuple[int, ...]]:
+    """Class removal over k requests: one class per request (k = 1 forgets every listed class at once)."""
+    classes = tuple(int(c) for c in classes)
+    if requests == 1:
+        return [classes]
+    if len(classes) != requests or len(set(classes)) != len(classes):
+        raise ConfigError(f"class forgetting with {requests} requests forgets one class per request: forget_classes "
+                          f"must list {requests} distinct classes, got {classes}")
+    return [(c,) for c in classes]
+
+
+def select_request(kind: str, pool: np.ndarray, *, index: int, size: int, seed: int, labels: np.ndarray,
+                   classes: Sequence[int] = (), scores: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """The forget ids of request `index` (0-based) from `pool`, and its (low, mid, high) groups for a mix.
+
+    * `random` — `size` ids with `RandomState(seed + index)` (request 1 uses the run's own seed);
+    * `class` — every id of `classes` (this request's classes, see `request_classes`) in the pool;
+    * `mix` — `mix_groups(scores, size, pool)`: `scores` are memorization levels, computed by the caller on
+      whichever model the protocol says (the original for request 1).
+    """
+    if kind == "random":
+        return random_forget(pool, size, seed + index), None
+    if kind == "class":
+        return class_forget(labels, classes, pool), None
+    if kind == "mix":
+        if scores is None:
+            raise ConfigError("a mix forget set needs memorization scores")
+        groups = mix_groups(scores, size, pool)
+        return np.sort(np.concatenate(groups)), groups
+    raise ConfigError(f"unknown forget kind {kind!r}; valid: random, class, mix")

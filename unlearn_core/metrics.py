@@ -40,13 +40,14 @@ _LOG_FLOOR = 1e-30  # probabilities are clamped here before log, as in the refer
 # Predictions and accuracy
 # --------------------------------------------------------------------------------------------------
 
-def predict_probs(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+def predict_probs(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024, log: bool = False) -> torch.Tensor:
     """Softmax outputs (float32, N×classes, on x's device) of `model` in eval mode.
 
     `x` is a uint8 N×C×H×W tensor (converted to [0, 1] floats one batch at a time, so the whole set
     never exists as float32); float inputs are used as they are. On CUDA the forward runs under bf16
     autocast with channels_last inputs. The model's previous train/eval mode is restored afterwards.
     The result is made under `torch.inference_mode()`: read it, do not update it in place or backprop.
+    With `log`, log-softmax instead: finite where a probability underflows to 0 (entropies, KLs).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -64,7 +65,8 @@ def predict_probs(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 
                 if cuda:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 # Softmax in float32: bf16 probabilities would be too coarse for the MIA features.
-                out.append(torch.softmax(model(xb).float(), dim=1))
+                logits = model(xb).float()
+                out.append(torch.log_softmax(logits, dim=1) if log else torch.softmax(logits, dim=1))
     finally:
         model.train(was_training)
     return torch.cat(out) if len(out) > 1 else out[0]

@@ -6,7 +6,7 @@ The proxies of reference/algorithms.md §5, named as the `PROXIES` registry name
   probability), `entropy` (negative entropy Σ p log p, from log-softmax so it is finite where p underflows to
   0, unlike the reference's NaN) and `bin_acc` (1 if the prediction is right; the reference's `bi_acc`).
   Each is the mean over all training epochs of what the original model's own training forward passes saw:
-  the events `Workspace.original()` records while it trains, so no extra pass and no extra training run
+  the events `references.original()` records while it trains, so no extra pass and no extra training run
   (the reference trains a second model from scratch for them). High values mean easy, so the memorization
   level is the value **negated**.
 * `holdout` (§5.2, the reference's `ho_ret`) — fine-tune a copy of the model on held-out data (SGD lr 0.1,
@@ -40,7 +40,7 @@ import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -48,16 +48,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .artifacts import artifact_key
-from .batching import DeviceData, make_generator, to_input
+from .batching import DeviceData, make_generator
 from .errors import LossDiverged, UnlearnError
 from .forget import validate_ids
+from .metrics import predict_probs
+from .references import EVENT_KEYS, original
 from .registry import Registry
-from .training import autocast, ce_step, sgd
-
-if TYPE_CHECKING:  # experiment imports this module lazily; no import cycle at run time
-    from .experiment import Workspace
-
-EVENT_KEYS = ("confidence", "max_conf", "neg_entropy", "correct")  # what Workspace.original() records
+from .training import ce_step, sgd
+from .workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -124,26 +122,9 @@ def weights_sha(model: nn.Module) -> str:
     return h.hexdigest()[:24]
 
 
-@torch.no_grad()
-def log_probs(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-    """Log-softmax outputs (float32, N×C, on x's device) of `model` in eval mode, no augmentation.
-
-    Log-probabilities (not probabilities) so that entropies and KLs stay finite where p underflows to 0.
-    The model's train/eval mode is restored afterwards.
-    """
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
-            xb = to_input(xb) if xb.dtype == torch.uint8 else xb.float()
-            with autocast(xb.device):
-                logits = model(xb)
-            out.append(F.log_softmax(logits.float(), dim=1))
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
+def log_probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Log-softmax outputs (N×C float32) in eval mode: finite where p underflows to 0 (entropies, KLs)."""
+    return predict_probs(model, x, log=True)
 
 
 def event_values(logp: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -191,20 +172,20 @@ def holdout_finetune(model: nn.Module, data: DeviceData, cfg: HoldoutConfig, *, 
     return ft, epochs
 
 
-def _raw_from_events(ws: "Workspace", proxy: Proxy) -> np.ndarray:
-    _, art = ws.original()
+def _raw_from_events(ws: Workspace, proxy: Proxy) -> np.ndarray:
+    _, art = original(ws)
     events = art.get("events")
     if events is None or proxy.event not in events:
         raise UnlearnError(f"the original model's artifact has no recorded {proxy.event!r} events")
     return events[proxy.event].double().numpy()
 
 
-def _raw_from_pass(ws: "Workspace", proxy: Proxy, model: nn.Module) -> np.ndarray:
+def _raw_from_pass(ws: Workspace, proxy: Proxy, model: nn.Module) -> np.ndarray:
     vals = event_values(log_probs(model, ws.train.x), ws.train.y)
     return vals[proxy.event].double().cpu().numpy()
 
 
-def _raw_holdout(ws: "Workspace", proxy: Proxy, model: nn.Module) -> tuple[np.ndarray, int]:
+def _raw_holdout(ws: Workspace, proxy: Proxy, model: nn.Module) -> tuple[np.ndarray, int]:
     data = {"val": ws.val, "test": ws.test}[proxy.heldout]
     cfg = proxy.holdout
     ft, epochs = holdout_finetune(model, data, cfg, batch_size=cfg.batch_size or ws.recipe.batch_size,
@@ -213,7 +194,7 @@ def _raw_holdout(ws: "Workspace", proxy: Proxy, model: nn.Module) -> tuple[np.nd
     return kl.double().cpu().numpy(), epochs
 
 
-def memorization(ws: "Workspace", proxy: str, model: Optional[nn.Module] = None, pool=None, *,
+def memorization(ws: Workspace, proxy: str, model: Optional[nn.Module] = None, pool=None, *,
                  model_key: Optional[str] = None, return_info: bool = False):
     """Memorization level of every training example by `proxy` (high = memorized), cached in the store.
 
@@ -239,7 +220,7 @@ def memorization(ws: "Workspace", proxy: str, model: Optional[nn.Module] = None,
     if pool is not None:
         validate_ids(pool, n)
     source = "original" if model is None else (model_key or f"weights:{weights_sha(model)}")
-    key = artifact_key("proxy", proxy=p.name, settings=p.settings(), model=source, **ws._base_parts())
+    key = artifact_key("proxy", proxy=p.name, settings=p.settings(), model=source, **ws.identity())
 
     def build() -> dict:
         t0 = time.perf_counter()
@@ -249,7 +230,7 @@ def memorization(ws: "Workspace", proxy: str, model: Optional[nn.Module] = None,
         elif p.event is not None:
             raw, how = _raw_from_pass(ws, p, model), "one eval-mode pass of the current model"
         else:
-            m = model if model is not None else ws.original()[0]
+            m = model if model is not None else original(ws)[0]
             ws.log(f"proxy {p.name}: hold-out fine-tuning on the {p.heldout} split ({source})")
             raw, extra["holdout_epochs"] = _raw_holdout(ws, p, m)
             how = f"hold-out fine-tuning on {p.heldout}"

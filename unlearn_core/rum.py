@@ -1,77 +1,71 @@
-"""RUM (Zhao et al., 2024): refine the forget set by memorization, then unlearn the subsets one after another.
+"""RUM (Zhao et al., 2024) as a registered meta-algorithm: refine a request by memorization, unlearn in stages.
 
 Refinement (reference/algorithms.md §3.2): by a memorization level (`proxies.memorization`, high =
-memorized) the forget set becomes three groups — low, mid, high. Either the reference's fixed counts,
-which select and refine at once (`forget.mix_groups`: bottom n/3, nearest-the-median n/3, top n/3 of a pool),
-or `split_by_score`: an equal three-way split of a given forget set (random or class forgetting) by score.
+memorized) a request's forget set becomes three groups — low, mid, high. When the request was selected as
+a mix by the same proxy, its mix groups are used as they are (the reference's fixed counts select and
+refine at once); otherwise `split_by_score` splits the forget set into three equal parts by score.
 
-Meta-algorithm (§3.3, §3.4): the groups are unlearned in the order low → mid → high, each sub-step with its
-own algorithm (`none`, `finetune`, `neggrad_plus`, `scrub`) and hyperparameters, each a complete run with a
-fresh optimizer that starts from the previous sub-step's model. During a sub-step the examples of later
-sub-steps stay in the retain set: low: retain = D − L; mid: D − (L ∪ M); high: D − (L ∪ M ∪ H), and for
-sequential requests also minus every earlier request's forget set (`exclude`).
+Meta-algorithm (§3.3, §3.4): the groups are unlearned in three *stages*, low → mid → high, each with its own
+algorithm (`none`, `finetune`, `neggrad_plus`, `scrub`) and hyperparameters, each a complete run with a
+fresh optimizer that starts from the previous stage's model. During a stage the examples of later stages
+stay in the retain set: low: retain = D − L; mid: D − (L ∪ M); high: D − (L ∪ M ∪ H), and for sequential
+requests also minus every earlier request's forget set.
+
+RUM's config is its plan (`RumConfig.plan`, three `{"algorithm", "params"}` steps) and the proxy; the run
+driver treats it like any other algorithm: `next_epoch()` runs the next epoch of the current stage, and
+`state_dict()` holds the stage, so a trial resumes mid-stage.
 
 Differences from the reference, on purpose:
 
 * Levels are memorization levels for every proxy, so the order is low → high for all of them; the reference
   inverts the retain sets for learning-event proxies but its example script still runs them low, mid, high
-  (§3.4, §10.5: a plan for confidence-type proxies ran high → low memorization there).
-* The plan is validated as a whole before anything runs (`parse_plan`): a bad last sub-step does not waste
-  the first two.
-* A sub-step whose loss diverges ends RUM with the reason recorded in its sub-step record (no traceback);
-  the sub-steps after it do not run.
+  (§3.4, §10.5).
+* The plan is validated as a whole before anything runs: a bad last stage does not waste the first two.
+* A stage whose loss diverges ends the request with the reason recorded in its stage record; the stages
+  after it do not run.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from .errors import ConfigError, LossDiverged
-from .forget import mix_groups, retain_ids, validate_ids
+from .forget import retain_ids, validate_ids
 from .metrics import accuracy, predict_probs
-from .unlearning import config_dict, create_unlearner, make_config
-
-if TYPE_CHECKING:
-    from .experiment import Workspace
+from .proxies import PROXIES
+from .unlearning import ALGORITHMS, Request, config_dict, make_config
 
 LEVELS = ("low", "mid", "high")
-RUM_ALGORITHMS = ("none", "finetune", "neggrad_plus", "scrub")
+STAGE_ALGORITHMS = ("none", "finetune", "neggrad_plus", "scrub")
 STEP_KEYS = ("algorithm", "params")
+
+# The RUM script's NegGrad+ plan (RUM:main_rum_proxy.py): β 0.99 → 0.97 → 0.97, lr 0.01 → 0.01 → 0.001,
+# with Table C.4's epochs 5 → 5 → 10. The CLI's default plan.
+SCRIPT_NEGGRAD_PLUS_PLAN = (
+    {"algorithm": "neggrad_plus", "params": {"lr": 0.01, "epochs": 5, "beta": 0.99}},
+    {"algorithm": "neggrad_plus", "params": {"lr": 0.01, "epochs": 5, "beta": 0.97}},
+    {"algorithm": "neggrad_plus", "params": {"lr": 0.001, "epochs": 10, "beta": 0.97}},
+)
 
 
 # ------------------------------------------------------------------------------------------------ the plan
 
-def check_config_types(cfg, what: str) -> None:
-    """Values of the right type: an int field must get an int (2.5 epochs would fail mid-run), no bools."""
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-        ok = {"int": isinstance(v, (int, np.integer)) and not isinstance(v, bool),
-              "float": isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool),
-              "bool": isinstance(v, (bool, np.bool_))}.get(kind, True)
-        if not ok:
-            noun = {"int": "an integer", "float": "a number", "bool": "a boolean"}[kind]
-            raise ConfigError(f"{what}: {f.name} must be {noun}, got {v!r}")
-
-
 def parse_plan(plan: Any) -> list[tuple[str, Any]]:
     """Validate a RUM plan and return [(algorithm, config or None)] for low, mid, high.
 
-    `plan` is `[{"algorithm": a, "params": {...}}] * 3` (low → mid → high) with `a` in `RUM_ALGORITHMS`, as
+    `plan` is `[{"algorithm": a, "params": {...}}] * 3` (low → mid → high) with `a` in `STAGE_ALGORITHMS`, as
     `search_spaces.rum.unflatten_rum` makes it, or the same as a JSON string. `params` may be omitted or
-    partial (missing fields take the algorithm's defaults); `none` takes no params. Everything is checked
-    before anything runs: the number of steps, unknown keys, unknown algorithms, unknown parameters, and
-    values (type and range, via each algorithm's config).
+    partial (missing fields take the algorithm's defaults); `none` takes no params.
 
     Raises:
-        ConfigError: saying which step and what is wrong.
+        ConfigError: saying which stage and what is wrong.
     """
     if isinstance(plan, str):
         try:
@@ -90,11 +84,9 @@ def parse_plan(plan: Any) -> list[tuple[str, Any]]:
         if extra:
             raise ConfigError(f"RUM {level} step has unknown key(s) {', '.join(map(str, extra))}; valid: "
                               f"{', '.join(STEP_KEYS)}")
-        if "algorithm" not in step:
-            raise ConfigError(f"RUM {level} step has no 'algorithm'; valid: {', '.join(RUM_ALGORITHMS)}")
-        algorithm = step["algorithm"]
-        if algorithm not in RUM_ALGORITHMS:
-            raise ConfigError(f"RUM {level} step: unknown algorithm {algorithm!r}; valid: {', '.join(RUM_ALGORITHMS)}")
+        algorithm = step.get("algorithm")
+        if algorithm not in STAGE_ALGORITHMS:
+            raise ConfigError(f"RUM {level} step: unknown algorithm {algorithm!r}; valid: {', '.join(STAGE_ALGORITHMS)}")
         params = step.get("params") or {}
         if not isinstance(params, Mapping):
             raise ConfigError(f"RUM {level} step: params must be a mapping, got {params!r}")
@@ -104,19 +96,38 @@ def parse_plan(plan: Any) -> list[tuple[str, Any]]:
             out.append(("none", None))
             continue
         try:
-            cfg = make_config(algorithm, params)
+            out.append((algorithm, make_config(algorithm, params)))
         except ConfigError as e:
             raise ConfigError(f"RUM {level} step ({algorithm}): {e}") from None
-        except (TypeError, ValueError) as e:  # e.g. lr=None compared with 0 in the config's checks
-            raise ConfigError(f"RUM {level} step ({algorithm}): bad value: {e}") from None
-        check_config_types(cfg, f"RUM {level} step ({algorithm})")
-        out.append((algorithm, cfg))
     return out
 
 
-def plan_dict(steps: Sequence[tuple[str, Any]]) -> list[dict]:
+def plan_dict(stages: Sequence[tuple[str, Any]]) -> list[dict]:
     """A parsed plan back as a plan with every field explicit (what a record stores)."""
-    return [{"algorithm": a, "params": config_dict(c) if c is not None else {}} for a, c in steps]
+    return [{"algorithm": a, "params": config_dict(c) if c is not None else {}} for a, c in stages]
+
+
+@dataclass(frozen=True)
+class RumConfig:
+    """RUM's hyperparameters: its plan (low, mid, high stages) and the proxy that makes the groups."""
+
+    plan: Any = SCRIPT_NEGGRAD_PLUS_PLAN
+    proxy: Optional[str] = None      # None → the experiment's proxy (`ExperimentSpec.proxy`)
+
+    def __post_init__(self):
+        stages = parse_plan(self.plan)
+        object.__setattr__(self, "plan", plan_dict(stages))  # every field explicit, as records store it
+        object.__setattr__(self, "_stages", stages)
+        if self.proxy is not None:
+            PROXIES.get(self.proxy)
+
+    @property
+    def stages(self) -> list[tuple[str, Any]]:
+        return self._stages
+
+    @property
+    def epochs(self) -> int:
+        return sum(c.epochs for _, c in self._stages if c is not None)
 
 
 # ---------------------------------------------------------------------------------------------- the groups
@@ -138,11 +149,6 @@ def split_by_score(scores: np.ndarray, forget_ids) -> tuple[np.ndarray, np.ndarr
     return np.sort(low), np.sort(mid), np.sort(high)
 
 
-def rum_groups(scores: np.ndarray, n: int, pool=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The reference's fixed-count groups of a pool: `forget.mix_groups` (n in total, n//3 per group)."""
-    return mix_groups(scores, n, pool)
-
-
 def check_groups(groups: Sequence, n_train: int, exclude: Sequence = ()) -> tuple[np.ndarray, ...]:
     """Three non-empty, disjoint id sets outside `exclude` that leave a non-empty retain set."""
     if isinstance(groups, (str, bytes)) or len(groups) != len(LEVELS):
@@ -156,7 +162,7 @@ def check_groups(groups: Sequence, n_train: int, exclude: Sequence = ()) -> tupl
     allids = np.concatenate(out)
     if len(np.unique(allids)) != len(allids):
         raise ConfigError("RUM groups must be disjoint: an example cannot be in two memorization groups")
-    if exclude:
+    if len(exclude):
         ex = np.unique(np.concatenate([np.asarray(e, dtype=np.int64).reshape(-1) for e in exclude]))
         clash = np.intersect1d(allids, ex)
         if clash.size:
@@ -165,80 +171,121 @@ def check_groups(groups: Sequence, n_train: int, exclude: Sequence = ()) -> tupl
     return tuple(out)
 
 
-# ------------------------------------------------------------------------------------------------- running
-
-def _group_accuracy(model: nn.Module, ws: "Workspace", groups: Sequence[np.ndarray]) -> dict[str, float]:
-    acc = {}
-    for level, g in zip(LEVELS, groups):
-        d = ws.train.subset(g)
-        acc[level] = accuracy(predict_probs(model, d.x), d.y)
-    return acc
-
-
-def run_rum(ws: "Workspace", model: nn.Module, groups: Sequence, plan: Any, *, exclude: Sequence = (),
-            seed: int, on_substep: Optional[Callable[[dict], None]] = None,
-            log: Callable[[str], None] = lambda s: None) -> tuple[nn.Module, list[dict]]:
-    """Run a RUM plan on (low, mid, high) `groups`, starting from (a copy of) `model`.
-
-    Sub-step i unlearns group i with its algorithm; forget = group i, retain = train − (groups 0..i) − every
-    set in `exclude` (§3.4). Each sub-step starts from the previous one's model with a fresh optimizer and the
-    generators of `seed`. The input model is not modified.
-
-    Returns (final model, sub-step records). A record: `level`, `algorithm`, `params` (all fields),
-    `forget_size`, `retain_size`, `epochs` (run), `unlearn_seconds` (the unlearning steps only), `history`
-    (per-epoch stats), `group_acc` (accuracy % on each group after the sub-step), `diverged` (None or
-    {reason, epoch, value}). A diverged sub-step is the last record: RUM stops there.
-    `on_substep(record)` is called after each sub-step with the record plus `forget_ids` and `retain_ids`.
-
-    Raises:
-        ConfigError: bad plan or groups (before anything runs).
-    """
-    steps = parse_plan(plan)
-    groups = check_groups(groups, len(ws.train), exclude)
-    exclude = [np.asarray(e, dtype=np.int64).reshape(-1) for e in exclude]
-    model = copy.deepcopy(model)
-    records: list[dict] = []
-    for i, (level, (algorithm, cfg), forget_ids) in enumerate(zip(LEVELS, steps, groups)):
-        earlier = list(groups[:i])
-        keep = retain_ids(len(ws.train), forget_ids, *earlier, *exclude)
-        rec: dict = {"level": level, "algorithm": algorithm, "params": config_dict(cfg) if cfg is not None else {},
-                     "forget_size": int(len(forget_ids)), "retain_size": int(len(keep)), "epochs": 0,
-                     "unlearn_seconds": 0.0, "history": [], "diverged": None}
-        if cfg is not None:
-            forget, retain = ws.sets(forget_ids, *earlier, *exclude)
-            unl = create_unlearner(algorithm, model, forget, retain, cfg, seed=seed,
-                                   pad=ws.data.crop_pad, flip=ws.data.flip)
-            try:
-                for e in range(cfg.epochs):
-                    t0 = time.perf_counter()
-                    stats = unl.step()
-                    rec["unlearn_seconds"] += time.perf_counter() - t0
-                    rec["epochs"] = e + 1
-                    rec["history"].append({"epoch": e + 1, **stats})
-                    log(f"  RUM {level} {algorithm} epoch {e + 1}/{cfg.epochs} "
-                        + " ".join(f"{k} {v:.4g}" for k, v in stats.items()))
-            except LossDiverged as err:
-                rec["diverged"] = {"reason": err.reason, "epoch": err.epoch, "value": err.value}
-                log(f"  RUM {level} {algorithm} diverged: {err}")
-            model = unl.model
-        rec["group_acc"] = (_group_accuracy(model, ws, groups) if weights_finite(model)
-                            else {lv: float("nan") for lv in LEVELS})
-        records.append(rec)
-        if on_substep is not None:
-            on_substep({**rec, "forget_ids": forget_ids, "retain_ids": keep})
-        if rec["diverged"] is not None:
-            break
-    return model, records
-
-
-def rum_diverged(substeps: Sequence[Mapping]) -> Optional[dict]:
-    """The divergence of a RUM run ({level, reason, epoch, value}) or None."""
-    for s in substeps:
-        if s.get("diverged"):
-            return {"level": s["level"], **s["diverged"]}
-    return None
-
-
 def weights_finite(model: nn.Module) -> bool:
     """Whether every floating-point parameter and buffer of `model` is finite."""
     return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
+# ------------------------------------------------------------------------------------------- the algorithm
+
+@ALGORITHMS.register("rum")
+class Rum:
+    """The stages of one request, one epoch at a time (the `Unlearner` protocol of the run driver)."""
+
+    Config = RumConfig
+
+    @classmethod
+    def proxies(cls, cfg: RumConfig) -> tuple[str, ...]:
+        return (cfg.proxy,) if cfg.proxy else ()
+
+    @classmethod
+    def bind(cls, cfg: RumConfig, spec) -> RumConfig:
+        """The experiment's proxy where the plan named none."""
+        return cfg if cfg.proxy else dataclasses.replace(cfg, proxy=spec.proxy)
+
+    @classmethod
+    def for_request(cls, model: nn.Module, request: Request, cfg: RumConfig) -> "Rum":
+        return cls(model, request, cfg)
+
+    def __init__(self, model: nn.Module, request: Request, cfg: RumConfig):
+        if cfg.proxy is None:
+            raise ConfigError("RUM needs a proxy (RumConfig.proxy) to make its memorization groups")
+        self.model, self.request, self.cfg = model, request, cfg
+        n_train = len(request.ws.train)
+        if request.groups is not None and request.group_proxy == cfg.proxy:
+            groups = request.groups  # a mix by the same proxy: its fixed-count groups, as the reference
+        else:
+            groups = split_by_score(request.scores[cfg.proxy], request.forget_ids)
+        self.groups = check_groups(groups, n_train, request.earlier)
+        self.epoch, self.stage, self.inner = 0, 0, None
+        self.records: list[dict] = []
+        self.diverged = False
+
+    @property
+    def epochs(self) -> int:
+        return self.cfg.epochs
+
+    def _stage_sets(self, i: int):
+        return self.groups[i], [*self.groups[:i], *self.request.earlier]
+
+    def _open(self) -> None:
+        """Start stages until one has epochs to run; stages of 0 epochs (`none`) are recorded and closed."""
+        ws = self.request.ws
+        while self.inner is None and self.stage < len(LEVELS):
+            algorithm, cfg = self.cfg.stages[self.stage]
+            forget_ids, exclude = self._stage_sets(self.stage)
+            keep = retain_ids(len(ws.train), forget_ids, *exclude)
+            self.records.append({"level": LEVELS[self.stage], "algorithm": algorithm,
+                                 "params": config_dict(cfg) if cfg is not None else {},
+                                 "forget_size": int(len(forget_ids)), "retain_size": int(len(keep)), "epochs": 0,
+                                 "unlearn_seconds": 0.0, "history": [], "diverged": None})
+            if cfg is None or cfg.epochs == 0:
+                self._close()
+            else:
+                self.inner = self._create(self.stage)
+
+    def _create(self, i: int):
+        algorithm, cfg = self.cfg.stages[i]
+        forget_ids, exclude = self._stage_sets(i)
+        sub = Request(self.request.ws, forget_ids, exclude, self.request.seed)
+        return ALGORITHMS.get(algorithm).for_request(self.model, sub, cfg)
+
+    def _close(self) -> None:
+        ws = self.request.ws
+        acc = {}
+        for level, g in zip(LEVELS, self.groups):
+            d = ws.train.subset(g)
+            acc[level] = accuracy(predict_probs(self.model, d.x), d.y) if weights_finite(self.model) else float("nan")
+        self.records[-1]["group_acc"] = acc
+        self.inner, self.stage = None, self.stage + 1
+
+    def next_epoch(self) -> dict:
+        self._open()
+        if self.inner is None:
+            raise RuntimeError("RUM has no epochs left")
+        rec = self.records[-1]
+        t0 = time.perf_counter()
+        try:
+            stats = self.inner.next_epoch()
+        except LossDiverged as err:
+            rec["diverged"] = {"reason": err.reason, "epoch": err.epoch, "value": err.value}
+            self.diverged = True
+            self._close()
+            err.level = rec["level"]
+            raise
+        rec["unlearn_seconds"] += time.perf_counter() - t0
+        rec["epochs"] += 1
+        rec["history"].append({"epoch": rec["epochs"], **stats})
+        self.epoch += 1
+        if self.inner.epoch >= self.inner.epochs:
+            self._close()
+        return stats
+
+    def finish(self) -> dict:
+        if not self.diverged:
+            self._open()  # trailing stages of 0 epochs
+        return {"stages": self.records, "group_sizes": [int(len(g)) for g in self.groups]}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "epoch": self.epoch, "stage": self.stage,
+                "records": self.records, "inner": self.inner.state_dict() if self.inner is not None else None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.epoch, self.stage = int(state["epoch"]), int(state["stage"])
+        self.records = [dict(r) for r in state["records"]]
+        self.inner = None
+        if state["inner"] is not None:
+            self.inner = self._create(self.stage)
+            self.inner.load_state_dict(state["inner"])
+

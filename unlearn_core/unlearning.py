@@ -1,5 +1,9 @@
 """What every unlearning algorithm shares: the registry, the epoch loop, checkpoints and the divergence guard.
 
+An unlearning epoch is `Unlearner.next_epoch()`; the run driver (`run.py`) creates unlearners per deletion
+request through `for_request`, so a new algorithm is one file with a config and an `Unlearner` subclass plus
+`@ALGORITHMS.register(name)`, and is then known to the CLIs, the tuner and the study.
+
 An algorithm is a frozen config dataclass (its fields are the hyperparameters, named as in the paper) plus an
 `Unlearner` subclass that implements `run_epoch(epoch)`. The tuner drives unlearners one epoch at a time and
 checkpoints them with `state_dict()`, so a retried trial resumes exactly where it stopped.
@@ -9,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
 
 import torch
 import torch.nn as nn
@@ -56,18 +62,40 @@ class Unlearner:
     def run_epoch(self, epoch: int) -> dict:
         raise NotImplementedError
 
-    def step(self) -> dict:
-        """Run the next epoch; returns its stats (mean losses)."""
+    def next_epoch(self) -> dict:
+        """Run the next unlearning epoch; returns its stats (mean losses)."""
         stats = self.run_epoch(self.epoch)
         self.epoch += 1
         return stats
 
     def run(self, on_epoch: Optional[Callable[[int, dict], None]] = None) -> nn.Module:
         while self.epoch < self.epochs:
-            stats = self.step()
+            stats = self.next_epoch()
             if on_epoch is not None:
                 on_epoch(self.epoch - 1, stats)
         return self.model
+
+    # --- how the run driver creates and reads an unlearner ---------------------------------------------------
+    @classmethod
+    def proxies(cls, cfg) -> tuple[str, ...]:
+        """Memorization proxies this algorithm needs scores of for each request (RUM: its own)."""
+        return ()
+
+    @classmethod
+    def bind(cls, cfg, spec):
+        """`cfg` completed from the experiment's spec where it defers to it (RUM: the proxy)."""
+        return cfg
+
+    @classmethod
+    def for_request(cls, model: nn.Module, request: "Request", cfg) -> "Unlearner":
+        """The unlearner of one deletion request: forget = its ids, retain = train − them − earlier requests."""
+        forget, retain = request.ws.sets(request.forget_ids, *request.earlier)
+        return cls(model, forget, retain, cfg, seed=request.seed, pad=request.ws.data.crop_pad,
+                   flip=request.ws.data.flip)
+
+    def finish(self) -> dict:
+        """Called once the request's epochs are done (or it diverged): extra fields of the request's record."""
+        return {}
 
     # --- shared pieces -----------------------------------------------------------------------------------
     def sgd_step(self, loss: torch.Tensor) -> None:
@@ -131,20 +159,59 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
     return value
 
 
+def check_config_types(cfg, what: str) -> None:
+    """Values of the right type: an int field must get an int (2.5 epochs would fail mid-run), no bools."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        ok = {"int": isinstance(v, (int, np.integer)) and not isinstance(v, bool),
+              "float": isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool),
+              "bool": isinstance(v, (bool, np.bool_))}.get(kind, True)
+        if not ok:
+            noun = {"int": "an integer", "float": "a number", "bool": "a boolean"}[kind]
+            raise ConfigError(f"{what}: {f.name} must be {noun}, got {v!r}")
+
+
 def make_config(algorithm: str, params: Mapping[str, Any] | None = None):
-    """The algorithm's config from `params` (unknown names raise ConfigError listing the valid ones)."""
+    """The algorithm's validated config from `params`: the one place hyperparameters are checked.
+
+    Unknown names, values of the wrong type and out-of-range values raise ConfigError saying what came in and
+    what is valid. Strings (from a CLI) are converted to the field's type.
+    """
     cls = ALGORITHMS.get(algorithm).Config
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if params is not None and not isinstance(params, Mapping):
+        raise ConfigError(f"{algorithm}: params must be a mapping, got {params!r}")
     params = dict(params or {})
     unknown = sorted(set(params) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown hyperparameter(s) {', '.join(unknown)} for {algorithm}; "
+        raise ConfigError(f"unknown hyperparameter(s) {', '.join(map(str, unknown))} for {algorithm}; "
                           f"valid: {', '.join(fields)}")
-    return cls(**{k: _coerce(fields[k], v) for k, v in params.items()})
+    try:
+        cfg = cls(**{k: _coerce(fields[k], v) for k, v in params.items()})
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:  # e.g. lr=None compared with 0 in the config's checks
+        raise ConfigError(f"{algorithm}: bad value: {e}") from None
+    check_config_types(cfg, algorithm)
+    return cfg
 
 
 def config_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
+
+
+@dataclasses.dataclass
+class Request:
+    """One deletion request as an unlearner is given it (built by the run driver, `run.py`)."""
+
+    ws: Any                                   # the Workspace
+    forget_ids: np.ndarray                    # this request's forget set, sorted ids
+    earlier: list                             # forget sets of the earlier requests (kept out of retain)
+    seed: int                                 # the request's seed (run seed + request index)
+    scores: dict = dataclasses.field(default_factory=dict)  # proxy name → memorization levels
+    groups: Optional[tuple] = None            # (low, mid, high) when the request was selected as a mix
+    group_proxy: Optional[str] = None         # the proxy those groups were ranked by
 
 
 def create_unlearner(algorithm: str, model: nn.Module, forget: DeviceData, retain: DeviceData, cfg, *, seed: int,

@@ -1,0 +1,87 @@
+"""`Workspace`: one experiment's data on the device, its artifact store and its training recipe.
+
+A workspace is what every run on one (dataset, arch, width, seed) shares. It knows how to make a fresh model,
+which examples a forget set leaves to retain, and how to evaluate a model on those sets. Building and caching
+the original and retrained models is `references.py`; choosing forget sets is `forget.py`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+import torch
+
+from .artifacts import ArtifactStore
+from .batching import DeviceData
+from .data import Dataset, load_dataset
+from .errors import ConfigError
+from .forget import retain_ids, validate_ids
+from .metrics import evaluate
+from .models import create_model
+from .spec import ExperimentSpec, default_store
+from .training import TrainConfig, pick_device, prepare_model, recipe_for
+
+# The spec fields a workspace is built from (the forget fields may differ between runs on one workspace).
+WORKSPACE_FIELDS = ("dataset", "arch", "seed", "split_seed", "train_epochs")
+
+
+class Workspace:
+    """Data on the device + artifact store + recipe for one ExperimentSpec."""
+
+    def __init__(self, spec: ExperimentSpec, dataset: Optional[Dataset] = None, *,
+                 log: Callable[[str], None] = lambda s: None):
+        self.spec, self.log = spec, log
+        self.data = dataset if dataset is not None else load_dataset(spec.dataset, spec.data_dir, spec.split_seed)
+        self.device = pick_device(spec.device)
+        d = self.data
+        self.train = DeviceData.from_arrays(d.train.x, d.train.y, self.device)
+        self.val = DeviceData.from_arrays(d.val.x, d.val.y, self.device)
+        self.test = DeviceData.from_arrays(d.test.x, d.test.y, self.device)
+        self.store = ArtifactStore(spec.store or default_store())
+        self.recipe: TrainConfig = recipe_for(spec.dataset, epochs=spec.train_epochs)
+        self.width = spec.resolved_width
+
+    def identity(self) -> dict:
+        """What determines every model trained here (part of each artifact's key)."""
+        return {"data": self.data.fingerprint(), "arch": self.spec.arch, "width": self.width,
+                "recipe": dataclasses.asdict(self.recipe), "seed": self.spec.seed}
+
+    def check_spec(self, spec: ExperimentSpec) -> None:
+        """A run's spec must be this workspace's: same data, model, seed and recipe (forget fields may differ)."""
+        diff = [(f, getattr(self.spec, f), getattr(spec, f)) for f in WORKSPACE_FIELDS
+                if getattr(spec, f) != getattr(self.spec, f)]
+        if spec.resolved_width != self.width:
+            diff.append(("width", self.width, spec.resolved_width))
+        if diff:
+            raise ConfigError("the workspace was built for another experiment: "
+                              + ", ".join(f"{f}={a!r} there, {b!r} in the spec" for f, a, b in diff))
+
+    def new_model(self) -> torch.nn.Module:
+        torch.manual_seed(self.spec.seed)  # initial weights are part of what `seed` fixes
+        d = self.data
+        m = create_model(self.spec.arch, d.num_classes, in_chans=d.in_chans, width=self.width, mean=d.mean, std=d.std)
+        return prepare_model(m, self.device)
+
+    def load_model(self, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+        m = self.new_model()
+        m.load_state_dict(state)
+        return m
+
+    def sets(self, forget_ids: np.ndarray, *exclude: np.ndarray) -> tuple[DeviceData, DeviceData]:
+        """(forget, retain) on the device; retain = train − forget − every set in `exclude`."""
+        validate_ids(forget_ids, len(self.train))
+        keep = retain_ids(len(self.train), forget_ids, *exclude)
+        if len(keep) == 0:
+            raise ConfigError("the retain set is empty: the forget set covers the whole training split")
+        return self.train.subset(forget_ids), self.train.subset(keep)
+
+    def evaluate(self, model: torch.nn.Module, forget_ids: np.ndarray, *exclude: np.ndarray,
+                 mia: bool = True) -> dict:
+        """forget/retain/val/test accuracy (%) and, with `mia`, the SVC MIA (`mia`, 0–1) of `model` for these sets."""
+        forget, retain = self.sets(forget_ids, *exclude)
+        return evaluate(model, {"forget": (forget.x, forget.y), "retain": (retain.x, retain.y),
+                                "val": (self.val.x, self.val.y), "test": (self.test.x, self.test.y)},
+                        mia_sets={"retain": (retain.x, retain.y), "test": (self.test.x, self.test.y),
+                                  "forget": (forget.x, forget.y)} if mia else None,
+                        seed=self.spec.seed)
