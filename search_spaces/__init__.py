@@ -28,7 +28,7 @@ from __future__ import annotations
 from .neggrad_plus import NEGGRAD_PLUS
 from .rum import RUM, RUM_NEGGRAD_PLUS, RUM_SCRUB, flatten_rum, unflatten_rum
 from .scrub import SCRUB
-from .search_space import SearchSpace, to_config_params
+from .search_space import SearchSpace, space_config_params
 
 __all__ = ["SPACES", "SearchSpace", "flatten_rum", "get_space", "paper_config", "space_names",
            "to_config_params", "unflatten_rum"]
@@ -60,3 +60,9 @@ def paper_config(space_name: str, dataset: str, arch: str) -> dict:
     `study.enqueue_trial` / OptunaSearch `points_to_evaluate`, or to `to_config_params` for config kwargs.
     """
     return get_space(space_name).paper_config(dataset, arch)
+
+
+def to_config_params(space: str | SearchSpace, params) -> dict:
+    """Config kwargs for the algorithm from a trial's params (a space or its name; see
+    `search_space.space_config_params`)."""
+    return space_config_params(get_space(space) if isinstance(space, str) else space, params)

@@ -192,7 +192,7 @@ _RUM_TABLE = {(dataset, arch): flatten_rum(RUM_CIFAR10_PLAN if dataset == "cifar
 def _space(name: str, define: Callable[[optuna.Trial], dict], table: dict) -> SearchSpace:
     return SearchSpace(name=name, algorithm="rum", define=define,
                        paper_configs=unique_configs([table[DEFAULT_MODEL], *table.values()]),
-                       kind="rum", paper_table=table)
+                       kind="rum", paper_table=table, decode=lambda flat: {"plan": unflatten_rum(flat)})
 
 
 RUM_SCRUB = _space("rum_scrub", define_rum_scrub, _RUM_SCRUB_TABLE)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Optional
 
 import optuna
 
@@ -48,7 +48,7 @@ __all__ = [
     "MOMENTUM",
     "WEIGHT_DECAY",
     "SearchSpace",
-    "to_config_params",
+    "space_config_params",
     "unique_configs",
 ]
 
@@ -95,6 +95,8 @@ class SearchSpace:
     paper_configs: tuple[dict, ...]
     kind: Literal["flat", "rum"]
     paper_table: Mapping[tuple[str, str], dict] = field(default_factory=dict)
+    # flat suggested + returned names -> the algorithm's config kwargs; None: drop HELPER_PARAMS (flat spaces)
+    decode: Optional[Callable[[dict], dict]] = None
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
@@ -130,7 +132,7 @@ def unique_configs(configs) -> tuple[dict, ...]:
     return tuple(out)
 
 
-def to_config_params(space: str | SearchSpace, params: Mapping[str, Any]) -> dict:
+def space_config_params(space: SearchSpace, params: Mapping[str, Any]) -> dict:
     """Config kwargs for the algorithm from a trial's params.
 
     .. code-block:: python
@@ -153,17 +155,13 @@ def to_config_params(space: str | SearchSpace, params: Mapping[str, Any]) -> dic
         ValueError: a suggested name is missing from `params`, or a value is not one of a categorical's choices.
     """
     if isinstance(space, str):
-        from . import get_space  # the table lives in the package; imported late to avoid a cycle
-
-        space = get_space(space)
+        raise TypeError("pass the SearchSpace; search_spaces.to_config_params takes a name")
     replay = optuna.trial.FixedTrial(dict(params))
     try:
         returned = space.define(replay) or {}
     except ValueError as exc:
         raise ValueError(f"to_config_params({space.name!r}, ...): {exc}") from None
     flat = {**replay.params, **returned}
-    if space.kind == "rum":
-        from .rum import unflatten_rum
-
-        return {"plan": unflatten_rum(flat)}
+    if space.decode is not None:
+        return space.decode(flat)
     return {k: v for k, v in flat.items() if k not in HELPER_PARAMS}

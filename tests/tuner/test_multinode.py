@@ -116,9 +116,10 @@ def run_to_end(proc: subprocess.Popen, log: Path, timeout: float = SEARCH_TIMEOU
         pytest.fail(f"search still running after {timeout}s:\n{tail(log)}")
 
 
-def start_search(cluster: Cluster, cwd: Path, log: Path, *args: str) -> subprocess.Popen:
+def start_search(cluster: Cluster, cwd: Path, log: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     with open(log, "a") as f:  # its own session: a kill hits the driver and nothing else
-        return subprocess.Popen(cli(*args), cwd=cwd, env=cluster.env, stdout=f, stderr=subprocess.STDOUT,
+        return subprocess.Popen(cli(*args), cwd=cwd, env={**cluster.env, **(env or {})}, stdout=f,
+                                stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -193,19 +194,26 @@ def worker_kill_run(cluster, store, tmp_path_factory):
 @pytest.fixture(scope="module")
 def driver_kill_run(cluster, store, tmp_path_factory):
     """A 2-node search whose driver is SIGKILLed once one trial is COMPLETE in the study and another has
-    checkpointed; then `--resume` on the same cluster."""
+    reported at least 3 epochs since the experiment's last snapshot; then `--resume` on the same cluster.
+
+    Snapshots are pushed an hour apart (TUNE_GLOBAL_CHECKPOINT_S), so more reports than Tune's old
+    `num_to_keep=2` happen between two snapshots — which made Tune restore from a deleted checkpoint and end
+    the trial in ERROR. Trials now keep their own latest state (tuner/trial_state.py), so this cannot happen."""
     root = tmp_path_factory.mktemp("dk")
     worker = cluster.add_node("w2", num_cpus=1, resources={"worker_node": 1})
     log = root / "search.log"
     args = ["scrub", "--address", cluster.address, "--storage", str(root), "--store", str(store), "--name", "dk"]
     exp = root / "dk"
-    proc = start_search(cluster, root, log, *args, *SMALL)
+    rare_snapshots = {"TUNE_GLOBAL_CHECKPOINT_S": "3600"}
+    proc = start_search(cluster, root, log, *args, *SMALL, env=rare_snapshots)
     try:
-        def one_done_one_checkpointed():
+        def one_done_one_three_epochs_in():
             done = complete_numbers(exp)
-            return done if done and len(records(exp)) > len(done) else None
+            live = live_records(cluster)
+            going = [t for t, rows in live.items() if rows[-1]["final"] == 0 and rows[-1]["epoch"] >= 3]
+            return done if done and going else None
 
-        done = wait_for(one_done_one_checkpointed, 300, "completed + checkpointed trials", proc, log)
+        done = wait_for(one_done_one_three_epochs_in, 300, "a completed trial and one 3 epochs in", proc, log)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         killed_rc = proc.returncode
@@ -214,7 +222,7 @@ def driver_kill_run(cluster, store, tmp_path_factory):
         done_before = {t.number: tuple(t.values) for t in study_trials(exp) if t.number in done}
         with open(log, "a") as f:
             f.write("\n===== driver SIGKILLed; --resume =====\n")
-        proc = start_search(cluster, root, log, *args, "--resume")
+        proc = start_search(cluster, root, log, *args, "--resume", env=rare_snapshots)
         rc = run_to_end(proc, log)
     finally:
         kill_session(proc.pid)

@@ -92,12 +92,12 @@ def both_run(search_root, search_cli):
 
 
 def _interruptible(tune_dir: Path) -> bool:
-    """A trial has finished (reported `final`) and another is still running with a checkpoint on disk: it is
-    below ASHA's first rung (epoch 3), so no scheduler can have stopped it."""
-    trials = trial_results(tune_dir).values()
-    finished = any(t["rows"][-1].get("final") == 1 for t in trials)
-    running = any(t["rows"][-1].get("final") == 0 and t["rows"][-1]["training_iteration"] < 3
-                  and (t["dir"] / "checkpoint_000000").is_dir() for t in trials)
+    """A trial has finished (reported `final`) and another is still running with its saved state on disk: it
+    is below ASHA's first rung (evaluation 3), so no scheduler can have stopped it."""
+    trials = trial_results(tune_dir)
+    finished = any(t["rows"][-1].get("final") == 1 for t in trials.values())
+    running = any(t["rows"][-1].get("final") == 0 and t["rows"][-1]["evaluation"] < 3
+                  and (tune_dir.parent / "trial-state" / f"{tid}.pt").is_file() for tid, t in trials.items())
     return finished and running
 
 
@@ -140,7 +140,7 @@ def test_search_writes_outputs_that_agree(both_run):
     for name in ("best_configs.json", "best_configs.md", "trials.csv", "optuna.db"):
         assert (exp / name).is_file(), f"{name} missing: {describe(proc)}"
     meta = json.loads((exp / "search.json").read_text())
-    assert (meta["args"]["objective"], meta["args"]["dataset"], meta["args"]["arch"]) == \
+    assert (meta["settings"]["objective"], meta["settings"]["datasets"], meta["settings"]["archs"]) == \
         ("both", ["digits"], ["resnet18"])
 
     summary = json.loads((exp / "best_configs.json").read_text())
@@ -235,13 +235,14 @@ def test_interrupted_search_resumes_without_losing_or_rerunning_trials(resumed_r
         assert (f["tow"], f["tow_mia"]) == pytest.approx((r.tow, r.tow_mia), rel=1e-12)
         assert len(after[r.trial_id]["rows"]) == len(first.results[r.trial_id]["rows"]), \
             f"finished trial {r.trial_id} reported again after --resume"
-    # A trial that was running continued from its checkpoint: its iteration count went on past the restore.
+    # A trial that was running continued from its saved state: its own evaluation count went on past the restore
+    # (Tune's iterations_since_restore starts again at 1).
     restored = [t for t, r in after.items()
-                if any(row["iterations_since_restore"] < row["training_iteration"] for row in r["rows"])]
-    assert restored, "no trial resumed from a checkpoint"
+                if any(row["iterations_since_restore"] < row["evaluation"] for row in r["rows"])]
+    assert restored, "no trial resumed from its saved state"
     for t in restored:
-        its = [row["training_iteration"] for row in after[t]["rows"]]
-        assert its == sorted(set(its)), f"trial {t} repeated iterations after the restore: {its}"
+        its = [row["evaluation"] for row in after[t]["rows"]]
+        assert its == sorted(set(its)), f"trial {t} repeated evaluations after the restore: {its}"
 
     study = load_study(exp)
     assert len(study.trials) == NUM_SAMPLES, f"{len(study.trials)} Optuna trials (before --resume: {first.study_trials})"
@@ -348,6 +349,22 @@ def test_bad_input_fails_in_one_line_and_leaves_nothing(case, tmp_path, capfd):
     assert "error" in lines[0] and BAD[case][1] in lines[0], lines[0]
     assert not storage.exists(), f"{case} left {sorted(storage.rglob('*'))}"
     assert elapsed < 10, f"{case} took {elapsed:.1f} s to fail"
+
+
+@pytest.mark.parametrize("case", ["forget size", "unwritable storage"])
+def test_input_the_data_or_disk_refuses_fails_before_ray_starts(case, tmp_path, capfd):
+    """Sizes are checked against the dataset and the storage path for writing before Ray or any folder."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    storage = (blocker / "runs") if case == "unwritable storage" else (tmp_path / "runs")
+    args = ["scrub", "--forget-size", "100000"] if case == "forget size" else ["scrub"]
+    capfd.readouterr()
+    rc = _main([*args, "--storage", str(storage), "--no-dashboard"])
+    out = capfd.readouterr()
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error:"), out.err
+    assert ("100000" in lines[0]) if case == "forget size" else ("a-file" in lines[0]), lines[0]
+    assert "Ray" not in out.out and not storage.exists()
 
 
 @pytest.mark.parametrize("case", CLI_CASES)

@@ -52,9 +52,9 @@ def test_one_shot_and_sequential_rows_are_both_present(smoke):
     # a one-shot run forgets exactly the union of the sequential requests of the same seed
     one = json.loads((exp / "runs" / "digits-resnet18-scrub-confidence-one-shot-seed0.json").read_text())
     seq = json.loads((exp / "runs" / "digits-resnet18-scrub-confidence-sequential-seed0.json").read_text())
-    assert one["record"]["forgotten"] == sum(s["forget_size"] for s in seq["record"]["steps"])
+    assert one["record"]["forgotten"] == sum(s["forget_size"] for s in seq["record"]["requests"])
     # ... and is scored against the same retrained model as the last request
-    assert one["record"]["steps"][0]["retrain"]["retain_acc"] == seq["record"]["steps"][-1]["retrain"]["retain_acc"]
+    assert one["record"]["requests"][0]["retrain"]["retain_acc"] == seq["record"]["requests"][-1]["retrain"]["retain_acc"]
 
 
 def test_intervals_come_from_the_seeds_actually_run(smoke):
