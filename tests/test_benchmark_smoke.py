@@ -2,8 +2,9 @@
 
 The benchmark is a script, not a test (benchmarks/ stays out of `testpaths`); this only makes sure the GPU run
 a later session makes will not die on a code path a CPU can reach: the project pipeline, the classic DataLoader
-baseline, two concurrent trial processes with their barrier, one full trial with the SVC MIA, the artifact
-store, and the study estimate. The figures themselves mean nothing on a CPU and are not judged.
+baseline, two concurrent trial processes with their barrier, one full trial with the SVC MIA (through the run
+driver's calls, and once through a whole `Run`), the artifact store, and the study estimate. The figures
+themselves mean nothing on a CPU and are not judged.
 """
 from __future__ import annotations
 
@@ -76,11 +77,16 @@ def test_p2_p5_artifacts(tiny_run):
         assert mean_positive(p2[key]), key
     assert positive(p2["trials_per_gpu_hour"]) and positive(p2["trials_per_gpu_hour_inline_mia"])
     assert 0.0 <= p2["metrics_last"]["mia"] <= 1.0
+    assert p2["eval_images"] == sum(p2["sizes"].values())  # metrics.evaluate predicts each set once
+    run = p2["run_driver"]  # --tiny trains the original and the retrain, so one trial drives a whole Run
+    assert positive(run["wall_s"]) and positive(run["unlearn_s"]) and run["rows"] == p2["config"]["epochs"]
+    assert 0.0 <= run["tow"] <= 1.0 and 0.0 <= run["metrics"]["mia"] <= 1.0 and run["diverged"] is None
     p5 = rec["P5"]
     for key in ("max_memory_allocated_gib", "max_memory_reserved_gib"):
         assert key in p5 and (p5[key] is None or positive(p5[key]))
     art = rec["artifacts"]
     assert positive(art["original_s"]["value"]) and positive(art["retrain_s"]["value"])
+    assert art["original_s"]["kind"].startswith("measured")
     assert mean_positive(art["store"]["save_s"]) and mean_positive(art["store"]["load_s"])
     assert all(mean_positive(v["epoch_s"]) for v in art["train_epoch"].values())
 
@@ -97,3 +103,15 @@ def test_p3_and_targets(tiny_run):
     names = [t["name"] for t in rec["targets"]]
     assert names == ["P1", "P2", "P3", "P5"]
     assert all(t["met"] is None for t in rec["targets"])  # a CPU run judges no GPU target
+
+
+def test_benchmarks_import_no_ray_or_optuna():
+    """The GPU machines have neither: every benchmark module must import without them."""
+    mods = ["benchmarks." + m for m in ("pipeline", "timing", "workload", "throughput", "classic", "concurrency",
+                                       "training_cost", "trial_cost", "study_cost", "report")]
+    code = (f"import importlib, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+            f"for m in {mods!r}: importlib.import_module(m)\n"
+            "print(' '.join(sorted({n.split('.')[0] for n in sys.modules})))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = set(out.stdout.split())
+    assert "torch" in loaded and not {"ray", "optuna"} & loaded
