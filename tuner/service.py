@@ -18,6 +18,16 @@ from .settings import SearchSettings, check_experiment
 
 MAX_EPOCHS = 10  # the flat spaces' largest `epochs`: ASHA's max_t (rungs at 3 and 9: epoch-1 ToW says little,
 #                 since every config still sits near the original then)
+GRACE, REDUCTION = 3, 3
+
+
+def asha_rungs() -> tuple[int, ...]:
+    """The evaluations at which ASHA compares trials (grace · reduction^k below max_t): 3, 9."""
+    out, t = [], GRACE
+    while t < MAX_EPOCHS:
+        out.append(t)
+        t *= REDUCTION
+    return tuple(out)
 
 
 def log(msg: str) -> None:
@@ -34,6 +44,13 @@ def optuna_storage(url: str):
 
         return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal://"):]))
     return optuna.storages.RDBStorage(url)
+
+
+def quiet_optuna_search() -> None:
+    """OptunaSearch warns for each NaN it is given; NaN is how a trial that ASHA stopped is kept from the sampler."""
+    import logging
+
+    logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
 
 
 def connect(s: SearchSettings) -> dict:
@@ -154,7 +171,9 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
         log(f"resuming {path}")
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
-        metric, mode = (["tow", "tow_mia"], ["max", "max"]) if s.objective == "both" else (s.objective, "max")
+        # Optuna reads `final_*`: NaN until a trial's last evaluation (tuner/trainable.py says why)
+        metric, mode = ((["final_tow", "final_tow_mia"], ["max", "max"]) if s.objective == "both"
+                        else (f"final_{s.objective}", "max"))
         first = search_spaces.paper_config(s.algorithm, dataset, arch)
         paper = [first] + ([c for c in space.paper_configs if c != first] if s.num_samples >= 16 else [])
         extra = list(s.points)  # --points: evaluated before the paper's configs
@@ -165,13 +184,15 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
             storage=optuna_storage(s.optuna_url), study_name=study_name)
         # ASHA needs one metric; with `both` it ranks by ToW (every trial still reports both). Its clock is the
         # trial's own count of evaluations (epochs of one request; requests of several), saved with its state.
-        scheduler = ASHAScheduler(time_attr="evaluation", metric="tow" if s.objective != "tow_mia" else "tow_mia",
-                                  mode="max", max_t=MAX_EPOCHS, grace_period=3, reduction_factor=3)
+        asha_metric = "tow" if s.objective != "tow_mia" else "tow_mia"
+        scheduler = ASHAScheduler(time_attr="evaluation", metric=asha_metric, mode="max", max_t=MAX_EPOCHS,
+                                  grace_period=GRACE, reduction_factor=REDUCTION)
         tuner = tune.Tuner(
             trainable,
             param_space={"spec": dataclasses.asdict(s.spec(dataset, arch, seed)), "space": space.name,
                          "algorithm": space.algorithm, "cpus_per_trial": cpus, "requests": s.requests,
-                         "selection": s.selection, "state_dir": f"{s.exp_dir}/trial-state"},
+                         "selection": s.selection, "state_dir": f"{s.exp_dir}/trial-state",
+                         "mia_evaluations": list(asha_rungs()) if asha_metric == "tow_mia" else []},
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
                                         max_concurrent_trials=concurrent),
             # No Tune checkpoints: each trial keeps its own latest state (tuner/trial_state.py says why).
@@ -179,16 +200,10 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
                                       failure_config=tune.FailureConfig(max_failures=s.max_failures), verbose=1))
     log(f"search: {s.algorithm} on {dataset}/{arch}, {s.num_samples} trials, {concurrent} at once, "
         f"{cpus:g} CPU + {gpus:g} GPU each")
+    quiet_optuna_search()
     rg = tuner.fit()
     finished = rg.num_terminated + rg.num_errors
     interrupted = finished < len(rg) or len(rg) < s.num_samples
-    if not interrupted:  # all Tune trials ended: a RUNNING Optuna trial was asked for by a killed driver after
-        #                  its last experiment snapshot (--resume asks anew); close it so the study has no phantom
-        remove_states(f"{s.exp_dir}/trial-state")  # no trial will be restored any more: free their weights
-        study = optuna.load_study(study_name=study_name, storage=optuna_storage(s.optuna_url))
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-            log(f"optuna trial {t.number}: RUNNING without a Tune trial (driver killed before snapshot) -> FAIL")
     rows = []
     for r in rg:
         m = dict(r.metrics or {})
@@ -199,7 +214,33 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
                                               "val_acc", "test_acc", "mia", "unlearn_seconds", "time_total_s",
                                               "node_id")},
                      "params": json.dumps(search_spaces.to_config_params(space, r.config)) if r.config else "{}"})
+    if not interrupted:
+        remove_states(f"{s.exp_dir}/trial-state")  # no trial will be restored any more: free their weights
+        close_study(optuna.load_study(study_name=study_name, storage=optuna_storage(s.optuna_url)), space, rows)
     return rows, interrupted
+
+
+def close_study(study, space, rows: list[dict]) -> None:
+    """What Optuna sees once every Tune trial has ended: COMPLETE with its final values for a trial that ran
+    its whole schedule (a diverged one with 0), PRUNED for one ASHA stopped (OptunaSearch was given NaN for it,
+    so it stayed RUNNING: early values of a shorter schedule never reach the sampler), and FAIL for a RUNNING
+    trial no Tune trial belongs to (asked for by a driver killed before its next snapshot)."""
+    import optuna
+
+    import search_spaces
+
+    stopped = [json.loads(r["params"]) for r in rows if r["status"] == "stopped"]
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        try:
+            params = search_spaces.to_config_params(space, t.params)
+        except ValueError:
+            params = None
+        if params in stopped:
+            stopped.remove(params)
+            study.tell(t.number, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            log(f"optuna trial {t.number}: RUNNING without a Tune trial (driver killed before snapshot) -> FAIL")
 
 
 def remove_states(url: str) -> None:

@@ -35,7 +35,9 @@ def run_trial(config: dict, dataset: Optional[Dataset] = None) -> None:
     run = start(spec, algorithm, to_config_params(config["space"], config), Workspace(spec, dataset),
                 requests=requests, selection=config["selection"],
                 # one request: metrics every epoch (ASHA's rungs); several: at each request's end
-                evaluate_every_epoch=requests == 1 and algorithm != "rum")
+                evaluate_every_epoch=requests == 1 and algorithm != "rum",
+                # the SVC MIA only where something reads it: the rungs of an ASHA ranking by ToW-MIA, and the end
+                mia_at=set(config.get("mia_evaluations", ())).__contains__)
     state = TrialState(config["state_dir"], tune.get_context().get_trial_id())
     saved, reports = state.load(), 0
     if saved is not None:
@@ -50,6 +52,9 @@ def run_trial(config: dict, dataset: Optional[Dataset] = None) -> None:
             continue
         reports += 1
         metrics = {**{k: row[k] for k in REPORT_KEYS if k in row}, "evaluation": reports,
-                   "pruned": int(bool(row["diverged"])), "prune_reason": row["diverged"], "node_id": node}
+                   "pruned": int(bool(row["diverged"])), "prune_reason": row["diverged"], "node_id": node,
+                   # what Optuna is told: the values of a run that reached its end; NaN before (an ASHA-stopped
+                   # trial never reaches the sampler with early values; the service marks it PRUNED)
+                   **{f"final_{k}": row[k] if row["final"] else float("nan") for k in ("tow", "tow_mia")}}
         state.save(None if run.done else run.state_dict(), metrics, reports)  # before the report that needs it
         tune.report(metrics)

@@ -106,10 +106,11 @@ class Run:
 
     def __init__(self, ws: Workspace, spec: ExperimentSpec, m: Method, *, requests: int, selection: str,
                  forget_ids: Optional[np.ndarray], evaluate_every_epoch: bool,
+                 mia_at: Optional[Callable[[int], bool]],
                  on_request: Optional[Callable[[dict, nn.Module, Request], None]], log: Callable[[str], None]):
         self.ws, self.spec, self.method, self.requests = ws, spec, m, requests
         self.selection, self.fixed_ids, self.evaluate_every_epoch = selection, forget_ids, evaluate_every_epoch
-        self.on_request, self.log = on_request, log
+        self.on_request, self.log, self.mia_at = on_request, log, mia_at
         self.classes = request_classes(spec.forget_classes, requests) if spec.forget == "class" else None
         self.index, self.epoch = 0, 0
         self.earlier: list[np.ndarray] = []
@@ -155,7 +156,8 @@ class Run:
             if diverged is not None or unl.epoch >= unl.epochs:
                 row.update(self._end(diverged))
             elif self.evaluate_every_epoch:
-                row.update(self._row_metrics(self._versus(cur, mia=True)))
+                mia = self.mia_at is None or self.mia_at(int(unl.epoch))
+                row.update(self._row_metrics(self._versus(cur, mia=mia)))
             row["unlearn_seconds"] = self.unlearn_seconds
             row["final"] = int(self.done)
             row["diverged"] = "" if self.stopped is None else _reason(self.stopped)
@@ -230,7 +232,7 @@ class Run:
         """Metric columns of a row: this request's, and the run's means so far (a diverged request scores 0)."""
         v = v or {}
         req_tow = 0.0 if diverged else v.get("tow", 0.0)
-        req_tow_mia = 0.0 if diverged else v.get("tow_mia", 0.0)
+        req_tow_mia = 0.0 if diverged else v.get("tow_mia", 0.0 if not v else float("nan"))  # nan: MIA not run
         done = self.records  # the finished requests (the current one is appended after this)
         row = {k: v.get(k, float("nan")) for k in METRIC_KEYS}
         row.update(request_tow=req_tow, request_tow_mia=req_tow_mia,
@@ -390,12 +392,15 @@ def check(spec: ExperimentSpec, algorithm: str, params: Optional[Mapping[str, An
 def start(spec: ExperimentSpec, algorithm: str, params: Optional[Mapping[str, Any]] = None,
           workspace: Optional[Workspace] = None, *, requests: int = 1, selection: str = "current",
           forget_ids: Optional[np.ndarray] = None, evaluate_every_epoch: bool = False,
+          mia_at: Optional[Callable[[int], bool]] = None,
           on_request: Optional[Callable[[dict, nn.Module, Request], None]] = None,
           log: Callable[[str], None] = lambda s: None) -> Run:
     """Check everything that can be checked without training, then return the (not yet started) run.
 
     `forget_ids` replaces the spec's selection with a fixed set (one request: e.g. the union of k sequential
     requests forgotten at once). `on_request(record, model, request)` is called after each request.
+    `mia_at(request_epoch)` says at which intermediate epochs of `evaluate_every_epoch` the SVC MIA is run
+    (default: all); a request's last epoch always runs it. Rows without it have `mia`/`tow_mia` NaN.
 
     Raises:
         ConfigError: unknown algorithm or proxy, bad hyperparameters or RUM plan, bad selection, or requests
@@ -408,4 +413,4 @@ def start(spec: ExperimentSpec, algorithm: str, params: Optional[Mapping[str, An
     ws.check_spec(spec)
     check_sizes(spec, len(ws.train), ws.data.train.y, m, requests, forget_ids)
     return Run(ws, spec, m, requests=int(requests), selection=selection, forget_ids=forget_ids,
-               evaluate_every_epoch=evaluate_every_epoch, on_request=on_request, log=log)
+               evaluate_every_epoch=evaluate_every_epoch, mia_at=mia_at, on_request=on_request, log=log)

@@ -132,14 +132,17 @@ def check_nothing_lost(exp: Path, same_values: bool = True) -> pd.DataFrame:
     assert set(df["status"]) <= {"completed", "stopped", "pruned"}, df[["trial_id", "status", "prune_reason"]]
     trials = study_trials(exp)
     states = [t.state.name for t in trials]
-    assert states.count("COMPLETE") == NUM_SAMPLES and "RUNNING" not in states, states
+    # COMPLETE: ran its schedule; PRUNED: stopped by ASHA (Optuna never gets its early values)
+    stopped = int((df["status"] == "stopped").sum())
+    assert (states.count("COMPLETE"), states.count("PRUNED")) == (NUM_SAMPLES - stopped, stopped), (states, df)
+    assert "RUNNING" not in states, states
     if same_values:
-        assert states == ["COMPLETE"] * NUM_SAMPLES, states
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
+        assert "FAIL" not in states, states
+    complete = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert sorted(t.params["lr"] for t in complete) == sorted(json.loads(p)["lr"] for p in df["params"])
     if same_values:
-        in_study = sorted(tuple(round(v, 9) for v in t.values) for t in complete)
-        in_csv = sorted((round(r.tow, 9), round(r.tow_mia, 9)) for r in df.itertuples())
+        in_study = sorted(tuple(round(v, 9) for v in t.values) for t in complete if t.state.name == "COMPLETE")
+        in_csv = sorted((round(r.tow, 9), round(r.tow_mia, 9)) for r in df.itertuples() if r.status != "stopped")
         assert in_study == in_csv
     return df
 
@@ -194,7 +197,7 @@ def worker_kill_run(cluster, store, tmp_path_factory):
 @pytest.fixture(scope="module")
 def driver_kill_run(cluster, store, tmp_path_factory):
     """A 2-node search whose driver is SIGKILLed once one trial is COMPLETE in the study and another has
-    reported at least 3 epochs since the experiment's last snapshot; then `--resume` on the same cluster.
+    reported 4 to 8 epochs since the experiment's last snapshot; then `--resume` on the same cluster.
 
     Snapshots are pushed an hour apart (TUNE_GLOBAL_CHECKPOINT_S), so more reports than Tune's old
     `num_to_keep=2` happen between two snapshots — which made Tune restore from a deleted checkpoint and end
@@ -210,14 +213,14 @@ def driver_kill_run(cluster, store, tmp_path_factory):
         def one_done_one_three_epochs_in():
             done = complete_numbers(exp)
             live = live_records(cluster)
-            going = [t for t, rows in live.items() if rows[-1]["final"] == 0 and rows[-1]["epoch"] >= 3]
+            going = [t for t, rows in live.items() if rows[-1]["final"] == 0 and rows[-1]["epoch"] in (4, 5, 6, 7, 8)]
             return done if done and going else None
 
         done = wait_for(one_done_one_three_epochs_in, 300, "a completed trial and one 3 epochs in", proc, log)
+        before = live_records(cluster)  # what the driver had received (its staging copy) just before the kill
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         killed_rc = proc.returncode
-        before = records(exp)  # what the dead driver left on disk
         kill_session(proc.pid)
         done_before = {t.number: tuple(t.values) for t in study_trials(exp) if t.number in done}
         with open(log, "a") as f:
@@ -282,21 +285,21 @@ def test_resume_keeps_completed_trials_and_continues_checkpointed_ones(driver_ki
     assert r["done_before"], "no trial had completed before the kill"
     for number, values in r["done_before"].items():  # COMPLETE before the kill: kept as it was
         assert trials[number].state.name == "COMPLETE" and tuple(trials[number].values) == tuple(values)
-    # Tune writes result.json in a driver-side staging folder and syncs it to --storage with each experiment
-    # snapshot, so lines of the dead driver's run can land after the kill: tell the runs apart by process id.
+    # Snapshots were an hour apart, so the experiment state on disk predates every report below; each trial that
+    # was mid-run at the kill must go on from its own saved state (not from epoch 1, never skipping an epoch).
     old_pids = {x["pid"] for rows in r["records_before"].values() for x in rows}
-    resumed_from_checkpoint = []
+    resumed_from_state = []
     for tid, rows in r["records_before"].items():
-        assert after[tid][:len(rows)] == rows, f"trial {tid}: its reports from before the kill changed"
-        first_run = [x for x in after[tid] if x["pid"] in old_pids]
-        resumed = [x for x in after[tid] if x["pid"] not in old_pids]
-        assert after[tid] == first_run + resumed, [(x["epoch"], x["pid"]) for x in after[tid]]
-        if resumed:  # went on under the new driver, never skipping an epoch
-            assert resumed[0]["epoch"] <= first_run[-1]["epoch"] + 1, [x["epoch"] for x in after[tid]]
-            if resumed[0]["epoch"] > 1:
-                resumed_from_checkpoint.append(tid)
-    assert resumed_from_checkpoint, ("no trial continued from a checkpoint after --resume",
-                                     {t: [x["epoch"] for x in rows] for t, rows in after.items()})
+        if rows[-1]["final"] or rows[-1]["epoch"] in (3, 9):  # ended, or maybe stopped by ASHA at a rung
+            continue
+        resumed = [x for x in after.get(tid, []) if x["pid"] not in old_pids]
+        assert resumed, f"trial {tid} did not go on after --resume"
+        assert 1 < resumed[0]["epoch"] <= rows[-1]["epoch"] + 1, ([x["epoch"] for x in rows],
+                                                                  [x["epoch"] for x in resumed])
+        if rows[-1]["epoch"] > 2:  # more reports since the last snapshot than Tune's old num_to_keep=2
+            resumed_from_state.append(tid)
+    assert resumed_from_state, ("no trial 3+ epochs past the last snapshot resumed after --resume",
+                                {t: [x["epoch"] for x in rows] for t, rows in after.items()})
 
 
 def test_resume_after_driver_sigkill_loses_no_trial(driver_kill_run):

@@ -161,13 +161,19 @@ def test_search_writes_outputs_that_agree(both_run):
     study = load_study(exp)
     assert len(study.trials) == NUM_SAMPLES
     assert unfinished(study) == [], "trials left RUNNING/WAITING in the Optuna study"
-    # Every trial that reported is in the study with its last (ToW, ToW-MIA) (ASHA-stopped ones included).
-    told = sorted(tuple(t.values) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
-    reported = sorted(zip(trials.loc[trials["status"] != "error", "tow"],
-                          trials.loc[trials["status"] != "error", "tow_mia"]))
+    # What Optuna saw: every trial that ran its whole schedule is COMPLETE with its final (ToW, ToW-MIA) (a
+    # diverged one with 0s); every trial ASHA stopped is PRUNED, with no values: early values of a shorter
+    # schedule never reach the sampler.
+    state = optuna.trial.TrialState
+    told = sorted(tuple(t.values) for t in study.trials if t.state == state.COMPLETE)
+    ran = trials[trials["status"].isin(["completed", "pruned"])]
+    reported = sorted(zip(ran["tow"], ran["tow_mia"]))
     assert len(told) == len(reported)
     for a, b in zip(told, reported):
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    pruned = [t for t in study.trials if t.state == state.PRUNED]
+    assert len(pruned) == int((trials["status"] == "stopped").sum())
+    assert all(t.values is None for t in pruned)
 
 
 # --- 2. Pareto front -------------------------------------------------------------------------------------------
