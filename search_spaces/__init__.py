@@ -22,6 +22,11 @@ machine can each use it alone. The contract every space follows is in `search_sp
 | `rum_scrub` | rum | rum | per sub-step SCRUB lr, epochs, max_steps, alpha, gamma |
 | `rum_neggrad_plus` | rum | rum | per sub-step NegGrad+ lr, epochs, forget_weight |
 | `rum` | rum | rum | per sub-step algorithm (none/finetune/neggrad_plus/scrub) + its params |
+
+Paper configs are what the paper ran: SCRUB rows (and RUM-SCRUB stages) carry Table C.2's max steps + 1, the
+RUM code's msteps + 1 passes (`search_spaces.scrub`); the RUM NegGrad+ plan is Table C.3's β and lr in every
+stage with Table C.4's epochs, the RUM script's plan an extra point (`search_spaces.rum`); the full `rum`
+space's CIFAR-10 start substitutes NegGrad+ for SalUn.
 """
 from __future__ import annotations
 

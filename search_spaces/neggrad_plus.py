@@ -23,8 +23,8 @@ import optuna
 
 from .search_space import AUGMENT, DEFAULT_MODEL, MOMENTUM, WEIGHT_DECAY, SearchSpace, unique_configs
 
-__all__ = ["NEGGRAD_PLUS", "NEGGRAD_PLUS_PAPER_BETAS", "beta_from_forget_weight", "define_neggrad_plus",
-           "forget_weight_from_beta", "suggest_neggrad_plus"]
+__all__ = ["NEGGRAD_PLUS", "NEGGRAD_PLUS_PAPER_BETAS", "NEGGRAD_PLUS_PAPER_LR", "beta_from_forget_weight",
+           "define_neggrad_plus", "forget_weight_from_beta", "suggest_neggrad_plus"]
 
 LR = (1e-4, 1e-1)
 EPOCHS = (2, 10)
@@ -34,7 +34,10 @@ RETAIN_BATCH_SIZES = (64, 128, 256)
 
 PAPER_BATCH_SIZE = 256        # RUM's one --batch_size for both loaders
 
-# Table C.3: β by dataset (both architectures); 10 epochs at lr 0.01.
+# Table C.3: β by dataset (both architectures); 10 epochs at lr 0.01 ("Unlearn Rate"). RUM^F NegGrad+ uses the
+# same β and lr in every stage, with Table C.4's epochs (`search_spaces.rum`).
+NEGGRAD_PLUS_PAPER_LR = 0.01
+NEGGRAD_PLUS_PAPER_EPOCHS = 10
 NEGGRAD_PLUS_PAPER_BETAS: dict[tuple[str, str], float] = {
     ("cifar10", "resnet18"): 0.9,
     ("cifar10", "vgg16_bn"): 0.9,
@@ -83,7 +86,8 @@ def define_neggrad_plus(trial: optuna.Trial) -> dict:
     return suggest_neggrad_plus(trial)
 
 
-def paper_point(beta: float, *, lr: float = 0.01, epochs: int = 10, full: bool = True) -> dict:
+def paper_point(beta: float, *, lr: float = NEGGRAD_PLUS_PAPER_LR, epochs: int = NEGGRAD_PLUS_PAPER_EPOCHS,
+                full: bool = True) -> dict:
     """A NegGrad+ config as suggested names (unprefixed); defaults are Table C.3's 10 epochs at lr 0.01."""
     point = {"lr": lr, "epochs": epochs, "forget_weight": forget_weight_from_beta(beta)}
     if full:

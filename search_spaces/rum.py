@@ -13,21 +13,27 @@ A RUM plan is `[{"algorithm": a, "params": {...a's config fields}} for low, mid,
   single-choice categorical without sampling it and keeps it out of TPE's model, so the three spaces are
   one define function (`_define_rum`) with different choices, and every RUM trial's params unflatten alone.
 
-The spaces, and why:
+The spaces, and why (**paper = what the paper ran**: the RUM code's settings behind the paper's numbers):
 
 * `rum_scrub` (15 dimensions): per sub-step SCRUB's `lr`, `epochs`, `max_steps`, `alpha`, `gamma` in the ranges
   of `search_spaces.scrub`; temperature 4 and both batch sizes 256 are fixed (RUM's one `--batch_size`), since
   three full SCRUB spaces (24 dimensions) are too many for ~200 trials. Paper (Table C.4): 10 → 10 → 10 epochs,
-  each sub-step with the Table C.2 row of its (dataset, arch), lr 0.01.
+  each sub-step with the Table C.2 row of its (dataset, arch), lr 0.01, and the RUM code's msteps + 1 max
+  passes (Table C.2's max steps + 1, as in `search_spaces.scrub`: 5 for C10-R18, whose table value is 4).
 * `rum_neggrad_plus` (9 dimensions): per sub-step `lr`, `epochs`, `forget_weight` = 1 − β as in
-  `search_spaces.neggrad_plus`; batch sizes 256. Paper (Table C.4 with RUM:main_rum_proxy.py): epochs
-  5 → 5 → 10, β 0.99 → 0.97 → 0.97, lr 0.01 → 0.01 → 0.001, for every (dataset, arch).
+  `search_spaces.neggrad_plus`; batch sizes 256. Paper: the per-algorithm values in RUM are the tuned ones of
+  Appendix C, so every sub-step takes Table C.3's β and lr of its (dataset, arch) (β 0.9 on CIFAR-10, 0.95 on
+  CIFAR-100, lr 0.01; one value per dataset, both architectures) with Table C.4's epochs 5 → 5 → 10
+  (`RUM_NEGGRAD_PLUS_PLANS`). The RUM *script's* plan (RUM:main_rum_proxy.py: β 0.99 → 0.97 → 0.97, lr
+  0.01 → 0.01 → 0.001, same epochs; `unlearn_core.rum.SCRIPT_NEGGRAD_PLUS_PLAN`, the CLI's default) is
+  `RUM_SCRIPT_NEGGRAD_PLUS_PLAN`, enqueued as an extra (not the first, in no table row) paper config.
 * `rum` (conditional, 3 to 18 dimensions): per sub-step an algorithm from {none, finetune, neggrad_plus, scrub}
   and that algorithm's sub-step parameters; finetune searches `lr` log-uniform [1e-3, 1e-1] and `epochs`
   [2, 10] (retain batch 256). Paper: the best full RUM on CIFAR-10 is none → finetune → SalUn (RUM:main_rum.py,
-  finetune 10 epochs at lr 0.1). We have no SalUn, so the CIFAR-10 starting point is none → finetune →
-  neggrad_plus, with the high sub-step of RUM^F NegGrad+ (β 0.97, 10 epochs, lr 0.001). On CIFAR-100 the paper
-  finds NegGrad+ best on every subset, so the CIFAR-100 starting point is the `rum_neggrad_plus` plan.
+  finetune 10 epochs at lr 0.1). We have no SalUn, so the CIFAR-10 starting point is a **substitution, NegGrad+
+  for SalUn** (label it so wherever it is shown): none → finetune → neggrad_plus, with the script's high sub-step
+  of RUM^F NegGrad+ (β 0.97, 10 epochs, lr 0.001). On CIFAR-100 the paper finds NegGrad+ best on every subset,
+  so the CIFAR-100 starting point is the `rum_neggrad_plus` paper plan of its (dataset, arch).
   Conditional parameters are absent from some trials, so NSGA-II and multivariate TPE (which model only the
   intersection search space) sample them independently; `TPESampler(multivariate=True, group=True)` models
   each branch.
@@ -40,13 +46,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 import optuna
 
-from .neggrad_plus import beta_from_forget_weight, forget_weight_from_beta, suggest_neggrad_plus
-from .scrub import SCRUB_PAPER_ROWS, suggest_scrub
-from .scrub import paper_point as scrub_point
+from .neggrad_plus import (NEGGRAD_PLUS_PAPER_BETAS, NEGGRAD_PLUS_PAPER_LR, beta_from_forget_weight,
+                           forget_weight_from_beta, suggest_neggrad_plus)
+from .scrub import SCRUB_PAPER_ROWS, paper_row_point, suggest_scrub
 from .search_space import AUGMENT, DEFAULT_MODEL, MOMENTUM, WEIGHT_DECAY, SearchSpace, unique_configs
 
-__all__ = ["ALIASES", "LEVELS", "RUM", "RUM_ALGORITHMS", "RUM_NEGGRAD_PLUS", "RUM_SCRUB", "define_rum",
-           "define_rum_neggrad_plus", "define_rum_scrub", "flatten_rum", "unflatten_rum"]
+__all__ = ["ALIASES", "LEVELS", "RUM", "RUM_ALGORITHMS", "RUM_CIFAR10_PLAN", "RUM_NEGGRAD_PLUS",
+           "RUM_NEGGRAD_PLUS_EPOCHS", "RUM_NEGGRAD_PLUS_PLANS", "RUM_SCRIPT_NEGGRAD_PLUS_PLAN", "RUM_SCRUB",
+           "RUM_SCRUB_PLANS", "define_rum", "define_rum_neggrad_plus", "define_rum_scrub", "flatten_rum",
+           "unflatten_rum"]
 
 LEVELS = ("low", "mid", "high")
 RUM_ALGORITHMS = ("none", "finetune", "neggrad_plus", "scrub")
@@ -170,8 +178,9 @@ def flatten_rum(plan: Sequence[Mapping[str, Any]]) -> dict:
 
 # --- the paper's plans (searched fields only, so that they flatten to points of the spaces) ---------------
 
-def _scrub_step(alpha: float, gamma: float, max_steps: int) -> dict:
-    return {"algorithm": "scrub", "params": scrub_point(alpha, gamma, max_steps, full=False)}
+def _scrub_step(alpha: float, gamma: float, table_max_steps: int) -> dict:
+    """A Table C.2 row as the paper ran it in a RUM stage: Table C.2's max steps + 1 max passes."""
+    return {"algorithm": "scrub", "params": paper_row_point(alpha, gamma, table_max_steps, full=False)}
 
 
 def _ng_step(beta: float, lr: float, epochs: int) -> dict:
@@ -180,21 +189,32 @@ def _ng_step(beta: float, lr: float, epochs: int) -> dict:
 
 NONE_STEP = {"algorithm": "none", "params": {}}
 FINETUNE_STEP = {"algorithm": "finetune", "params": {"lr": 0.1, "epochs": 10}}   # RUM:main_rum.py
-RUM_NEGGRAD_PLUS_PLAN = [_ng_step(0.99, 0.01, 5), _ng_step(0.97, 0.01, 5), _ng_step(0.97, 0.001, 10)]
-RUM_CIFAR10_PLAN = [NONE_STEP, FINETUNE_STEP, RUM_NEGGRAD_PLUS_PLAN[2]]          # SalUn → NegGrad+ (high)
+RUM_NEGGRAD_PLUS_EPOCHS = (5, 5, 10)   # Table C.4, NG: 5 → 5 → 10 (low → mid → high)
+# (dataset, arch) -> the paper's RUM^F NegGrad+ plan: Table C.3's β and lr in every stage, Table C.4's epochs.
+RUM_NEGGRAD_PLUS_PLANS: dict[tuple[str, str], list[dict]] = {
+    model: [_ng_step(beta, NEGGRAD_PLUS_PAPER_LR, epochs) for epochs in RUM_NEGGRAD_PLUS_EPOCHS]
+    for model, beta in NEGGRAD_PLUS_PAPER_BETAS.items()}
+# The RUM script's plan (RUM:main_rum_proxy.py), not the paper's: = unlearn_core.rum.SCRIPT_NEGGRAD_PLUS_PLAN.
+RUM_SCRIPT_NEGGRAD_PLUS_PLAN = [_ng_step(0.99, 0.01, 5), _ng_step(0.97, 0.01, 5), _ng_step(0.97, 0.001, 10)]
+# (dataset, arch) -> the paper's RUM^F SCRUB plan: the Table C.2 row in every stage (Table C.4: 10 → 10 → 10).
+RUM_SCRUB_PLANS: dict[tuple[str, str], list[dict]] = {
+    model: [_scrub_step(*row)] * len(LEVELS) for model, row in SCRUB_PAPER_ROWS.items()}
+# Substitution, NegGrad+ for SalUn: the paper's none → finetune → SalUn with the script's NegGrad+ high stage.
+RUM_CIFAR10_PLAN = [NONE_STEP, FINETUNE_STEP, RUM_SCRIPT_NEGGRAD_PLUS_PLAN[2]]
 
-_RUM_SCRUB_TABLE = {model: flatten_rum([_scrub_step(*row)] * 3) for model, row in SCRUB_PAPER_ROWS.items()}
-_RUM_NG_TABLE = {model: flatten_rum(RUM_NEGGRAD_PLUS_PLAN) for model in SCRUB_PAPER_ROWS}
-_RUM_TABLE = {(dataset, arch): flatten_rum(RUM_CIFAR10_PLAN if dataset == "cifar10" else RUM_NEGGRAD_PLUS_PLAN)
-              for dataset, arch in SCRUB_PAPER_ROWS}
+_RUM_SCRUB_TABLE = {model: flatten_rum(plan) for model, plan in RUM_SCRUB_PLANS.items()}
+_RUM_NG_TABLE = {model: flatten_rum(plan) for model, plan in RUM_NEGGRAD_PLUS_PLANS.items()}
+_RUM_TABLE = {(dataset, arch): flatten_rum(RUM_CIFAR10_PLAN) if dataset == "cifar10" else _RUM_NG_TABLE[dataset, arch]
+              for dataset, arch in RUM_NEGGRAD_PLUS_PLANS}
 
 
-def _space(name: str, define: Callable[[optuna.Trial], dict], table: dict) -> SearchSpace:
+def _space(name: str, define: Callable[[optuna.Trial], dict], table: dict, extra: Sequence[dict] = ()) -> SearchSpace:
     return SearchSpace(name=name, algorithm="rum", define=define,
-                       paper_configs=unique_configs([table[DEFAULT_MODEL], *table.values()]),
+                       paper_configs=unique_configs([table[DEFAULT_MODEL], *table.values(), *extra]),
                        kind="rum", paper_table=table, decode=lambda flat: {"plan": unflatten_rum(flat)})
 
 
 RUM_SCRUB = _space("rum_scrub", define_rum_scrub, _RUM_SCRUB_TABLE)
-RUM_NEGGRAD_PLUS = _space("rum_neggrad_plus", define_rum_neggrad_plus, _RUM_NG_TABLE)
+RUM_NEGGRAD_PLUS = _space("rum_neggrad_plus", define_rum_neggrad_plus, _RUM_NG_TABLE,
+                          extra=[flatten_rum(RUM_SCRIPT_NEGGRAD_PLUS_PLAN)])
 RUM = _space("rum", define_rum, _RUM_TABLE)

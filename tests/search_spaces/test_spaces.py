@@ -172,10 +172,10 @@ def test_paper_configs_enqueue_unchanged(name):
 def test_paper_config_rows():
     scrub = to_config_params("scrub", paper_config("scrub", "cifar10", "vgg16_bn"))
     row = (scrub["alpha"], scrub["gamma"], scrub["max_steps"], scrub["epochs"], scrub["lr"])
-    assert row == (0.1, 0.005, 7, 10, 0.01)
-    assert paper_config("scrub", "cifar100", "resnet18")["max_steps"] == 5
+    assert row == (0.1, 0.005, 7 + 1, 10, 0.01)   # Table C.2's max steps + 1: what the RUM code ran
+    assert paper_config("scrub", "cifar100", "resnet18")["max_steps"] == 5 + 1
     assert paper_config("scrub", "digits", "mlp") == paper_config("scrub", "cifar10", "resnet18")
-    assert paper_config("scrub", "cifar10", "resnet18")["max_steps"] == 4
+    assert paper_config("scrub", "cifar10", "resnet18")["max_steps"] == 4 + 1
     assert len(get_space("scrub").paper_configs) == 4
 
     assert to_config_params("neggrad_plus", paper_config("neggrad_plus", "cifar10", "resnet18"))["beta"] == 0.9
@@ -184,10 +184,10 @@ def test_paper_config_rows():
 
     plan = to_config_params("rum_neggrad_plus", paper_config("rum_neggrad_plus", "cifar10", "resnet18"))["plan"]
     assert [(s["params"]["beta"], s["params"]["epochs"], s["params"]["lr"]) for s in plan] == [
-        (0.99, 5, 0.01), (0.97, 5, 0.01), (0.97, 10, 0.001)]
+        (0.9, 5, 0.01), (0.9, 5, 0.01), (0.9, 10, 0.01)]
     plan = to_config_params("rum_scrub", paper_config("rum_scrub", "cifar10", "vgg16_bn"))["plan"]
     assert [(s["params"]["alpha"], s["params"]["gamma"], s["params"]["max_steps"], s["params"]["epochs"])
-            for s in plan] == [(0.1, 0.005, 7, 10)] * 3
+            for s in plan] == [(0.1, 0.005, 7 + 1, 10)] * 3
     plan = to_config_params("rum", paper_config("rum", "cifar10", "resnet18"))["plan"]
     assert [s["algorithm"] for s in plan] == ["none", "finetune", "neggrad_plus"]
     assert plan[1]["params"]["lr"] == 0.1
@@ -197,6 +197,105 @@ def test_paper_config_rows():
     # A copy: mutating it leaves the space alone.
     paper_config("scrub", "cifar10", "resnet18")["lr"] = 1.0
     assert paper_config("scrub", "cifar10", "resnet18")["lr"] == 0.01
+
+
+# --- the paper protocol: paper points are what the paper ran (README "Paper protocol") ---------------------------
+
+# Table C.2 as printed (alpha, gamma, max steps; 10 unlearn epochs at lr 0.01), copied from the paper's Appendix C.
+TABLE_C2 = {
+    ("cifar10", "resnet18"): (0.9, 0.9, 4),
+    ("cifar10", "vgg16_bn"): (0.1, 0.005, 7),
+    ("cifar100", "resnet18"): (0.9, 0.9, 5),
+    ("cifar100", "vgg16_bn"): (0.9, 0.9, 7),
+}
+# Table C.3 (NegGrad+ beta and unlearn rate, one value per dataset) with Table C.4's NG epochs 5 -> 5 -> 10:
+# (dataset, arch) -> [(beta, lr, epochs)] for low, mid, high.
+RUM_NEGGRAD_PLUS_PAPER = {
+    ("cifar10", "resnet18"): [(0.9, 0.01, 5), (0.9, 0.01, 5), (0.9, 0.01, 10)],
+    ("cifar10", "vgg16_bn"): [(0.9, 0.01, 5), (0.9, 0.01, 5), (0.9, 0.01, 10)],
+    ("cifar100", "resnet18"): [(0.95, 0.01, 5), (0.95, 0.01, 5), (0.95, 0.01, 10)],
+    ("cifar100", "vgg16_bn"): [(0.95, 0.01, 5), (0.95, 0.01, 5), (0.95, 0.01, 10)],
+}
+# RUM:main_rum_proxy.py's plan, the CLI's default: (beta, lr, epochs) for low, mid, high.
+RUM_SCRIPT_PLAN = [(0.99, 0.01, 5), (0.97, 0.01, 5), (0.97, 0.001, 10)]
+
+
+def _ng_rows(plan: list) -> list:
+    return [(s["params"]["beta"], s["params"]["lr"], s["params"]["epochs"]) for s in plan]
+
+
+@pytest.mark.parametrize("model", sorted(TABLE_C2))
+def test_scrub_paper_points_run_table_c2_max_steps_plus_one(model):
+    alpha, gamma, table_max_steps = TABLE_C2[model]
+    scrub = to_config_params("scrub", paper_config("scrub", *model))
+    assert (scrub["alpha"], scrub["gamma"], scrub["lr"], scrub["epochs"]) == (alpha, gamma, 0.01, 10)
+    assert scrub["max_steps"] == table_max_steps + 1 <= scrub["epochs"]
+    plan = to_config_params("rum_scrub", paper_config("rum_scrub", *model))["plan"]
+    assert [(s["params"]["alpha"], s["params"]["gamma"], s["params"]["max_steps"], s["params"]["epochs"])
+            for s in plan] == [(alpha, gamma, table_max_steps + 1, 10)] * 3
+
+
+def test_c10_r18_scrub_paper_point_is_a_valid_config():
+    from unlearn_core.scrub import ScrubConfig
+    from unlearn_core.unlearning import make_config
+
+    point = paper_config("scrub", "cifar10", "resnet18")
+    assert point["max_steps"] == 5   # Table C.2: 4, run by the RUM code as 4 + 1 max passes
+    cfg = make_config("scrub", to_config_params("scrub", point))
+    assert isinstance(cfg, ScrubConfig) and (cfg.max_steps, cfg.epochs) == (5, 10)
+
+
+def test_c10_r18_scrub_paper_point_runs_five_max_passes(tmp_path):
+    """A real SCRUB run of the C10-R18 paper point (tiny model and sets): 5 of its 10 epochs have a max pass."""
+    import numpy as np
+    import torch
+
+    from unlearn_core.spec import ExperimentSpec
+    from unlearn_core.unlearning import create_unlearner, make_config
+    from unlearn_core.workspace import Workspace
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ws = Workspace(ExperimentSpec(dataset="digits", arch="resnet18", width=0.125, seed=0, device="cpu",
+                                      store=str(tmp_path)))
+        ids = np.random.default_rng(0).permutation(len(ws.train))
+        forget, retain = ws.train.subset(ids[:64]), ws.train.subset(ids[64:320])
+        cfg = make_config("scrub", to_config_params("scrub", paper_config("scrub", "cifar10", "resnet18")))
+        unlearner = create_unlearner("scrub", ws.new_model(), forget, retain, cfg, seed=0)
+        stats = [unlearner.next_epoch() for _ in range(cfg.epochs)]
+    finally:
+        torch.set_num_threads(threads)
+    assert all("retain_loss" in s for s in stats)
+    assert [i for i, s in enumerate(stats) if "forget_kl" in s] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("model", sorted(RUM_NEGGRAD_PLUS_PAPER))
+def test_rum_neggrad_plus_paper_plan_is_tables_c3_c4(model):
+    plan = to_config_params("rum_neggrad_plus", paper_config("rum_neggrad_plus", *model))["plan"]
+    assert [s["algorithm"] for s in plan] == ["neggrad_plus"] * 3
+    assert _ng_rows(plan) == RUM_NEGGRAD_PLUS_PAPER[model]
+    assert _ng_rows(search_spaces.rum.RUM_NEGGRAD_PLUS_PLANS[model]) == RUM_NEGGRAD_PLUS_PAPER[model]
+    # The full RUM space starts from the same plan on CIFAR-100 (CIFAR-10: NegGrad+ for SalUn, below).
+    if model[0] == "cifar100":
+        assert to_config_params("rum", paper_config("rum", *model))["plan"] == plan
+
+
+def test_rum_script_plan_kept_by_name():
+    from unlearn_core.rum import SCRIPT_NEGGRAD_PLUS_PLAN
+
+    script = search_spaces.rum.RUM_SCRIPT_NEGGRAD_PLUS_PLAN
+    assert _ng_rows(script) == RUM_SCRIPT_PLAN
+    assert [dict(s) for s in script] == [{"algorithm": s["algorithm"], "params": dict(s["params"])}
+                                         for s in SCRIPT_NEGGRAD_PLUS_PLAN]   # the CLI's default, unchanged
+    space = get_space("rum_neggrad_plus")
+    point = flatten_rum(script)
+    assert point in space.paper_configs and space.paper_configs[0] != point   # an extra point, not the first
+    assert point not in space.paper_table.values()
+    # The full RUM CIFAR-10 start: none -> finetune -> NegGrad+ (for SalUn), the script's high stage.
+    plan = unflatten_rum(paper_config("rum", "cifar10", "resnet18"))
+    assert plan == search_spaces.rum.RUM_CIFAR10_PLAN
+    assert [s["algorithm"] for s in plan] == ["none", "finetune", "neggrad_plus"] and plan[2] == script[2]
 
 
 @pytest.mark.parametrize("name", ["rum_scrub", "rum_neggrad_plus", "rum"])
