@@ -47,7 +47,8 @@ STAGE_ALGORITHMS = ("none", "finetune", "neggrad_plus", "scrub")
 STEP_KEYS = ("algorithm", "params")
 
 # The RUM script's NegGrad+ plan (RUM:main_rum_proxy.py): β 0.99 → 0.97 → 0.97, lr 0.01 → 0.01 → 0.001,
-# with Table C.4's epochs 5 → 5 → 10. The CLI's default plan.
+# epochs 5 → 5 → 10 (the same epochs as Table C.4). The CLI's default plan. Not the paper's plan: that is
+# Table C.3's β and lr in every stage with Table C.4's epochs (search_spaces.rum.RUM_NEGGRAD_PLUS_PLANS).
 SCRIPT_NEGGRAD_PLUS_PLAN = (
     {"algorithm": "neggrad_plus", "params": {"lr": 0.01, "epochs": 5, "beta": 0.99}},
     {"algorithm": "neggrad_plus", "params": {"lr": 0.01, "epochs": 5, "beta": 0.97}},
