@@ -6,7 +6,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CORE = ["unlearn_core", "unlearn_core.experiment", "unlearn_core.sequential", "unlearn_core.proxies",
+CORE = ["unlearn_core", "unlearn_core.run", "unlearn_core.references",
+        "unlearn_core.workspace", "unlearn_core.proxies",
         "unlearn_core.rum", "unlearn_core.metrics", "unlearn_core.__main__"]
 
 

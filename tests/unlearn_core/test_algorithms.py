@@ -15,10 +15,14 @@ import pytest
 import torch
 
 from unlearn_core.errors import ConfigError, LossDiverged
-from unlearn_core.experiment import ExperimentSpec, Workspace, run_experiment
+from unlearn_core.forget import select_request
 from unlearn_core.metrics import accuracy, predict_probs
+from unlearn_core.references import original
+from unlearn_core.run import start
+from unlearn_core.spec import ExperimentSpec
 from unlearn_core.training import TrainConfig, kl_to_teacher, train
 from unlearn_core.unlearning import ALGORITHMS, create_unlearner, make_config
+from unlearn_core.workspace import Workspace
 
 WIDTH, TRAIN_EPOCHS, SEED = 0.125, 6, 0
 
@@ -32,13 +36,15 @@ def ws(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def original_state(ws):
-    model, _ = ws.original()
+    model, _ = original(ws)
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
 def random_sets(ws):
-    ids = ws.select_forget()  # the default: 90 random examples
+    # the first request of a run with the default spec: 90 random examples
+    ids, _ = select_request(ws.spec.forget, np.arange(len(ws.train)), index=0, size=ws.spec.resolved_forget_size,
+                            seed=ws.spec.seed, labels=ws.data.train.y, classes=ws.spec.forget_classes)
     assert len(ids) == 90
     return ids, *ws.sets(ids)
 
@@ -114,7 +120,7 @@ def test_scrub_max_step_increases_forget_kl(ws, original_state, random_sets):
     for max_steps in (0, 1):
         unl = _unlearner(ws, original_state, "scrub", forget, retain, max_steps=max_steps, **common)
         assert _kl(unl.model, teacher, forget) == pytest.approx(0.0, abs=1e-6)  # student = teacher
-        stats = unl.step()
+        stats = unl.next_epoch()
         assert ("forget_kl" in stats) == bool(max_steps)
         kl[max_steps] = (_kl(unl.model, teacher, forget), _kl(unl.model, teacher, ws.test))
     (f0, _), (f1, t1) = kl[0], kl[1]
@@ -174,14 +180,19 @@ def test_neggrad_plus_beta_0_2_diverges_in_first_epoch(ws, original_state, rando
     assert unl.epoch == 0  # the diverged epoch is not counted as completed
 
 
-def test_run_experiment_records_divergence(ws):
-    rec = run_experiment(ws.spec, "neggrad_plus", DIVERGING, workspace=ws)
+def test_run_records_divergence(ws):
+    rec = start(ws.spec, "neggrad_plus", DIVERGING, ws).run()
     d = rec["diverged"]
-    assert d is not None and set(d) == {"reason", "epoch", "value"}
-    assert d["epoch"] == 0 and "NegGrad+" in d["reason"]
+    # Changed on purpose (issue #11): the top-level `diverged` always names the request it happened in.
+    assert d is not None and set(d) == {"request", "reason", "epoch", "value"}
+    assert d["request"] == 1 and d["epoch"] == 0 and "NegGrad+" in d["reason"]
     assert rec["history"] == []  # no epoch completed
     for k in ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia", "tow", "tow_mia"):
         assert k in rec
+    # Changed on purpose (issue #11): a diverged request scores 0 (its accuracies/MIA are still recorded,
+    # or None where the diverged model cannot be evaluated).
+    assert rec["tow"] == rec["tow_mia"] == 0.0
+    assert rec["requests"][0]["diverged"] == {k: v for k, v in d.items() if k != "request"}
     assert rec["retrain"]["test_acc"] > 80  # the reference model itself is fine
 
 
@@ -200,7 +211,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(ws, original_state, ran
 
     first = _unlearner(ws, original_state, algorithm, forget, retain, **params)
     for _ in range(stop_after):
-        first.step()
+        first.next_epoch()
     buf = io.BytesIO()
     torch.save(first.state_dict(), buf)  # what the tuner writes as a trial checkpoint
     del first
@@ -268,14 +279,16 @@ def test_bad_config_trains_nothing(tmp_path):
     store = tmp_path / "store"
     spec = ExperimentSpec(dataset="digits", width=WIDTH, train_epochs=1, store=str(store), device="cpu")
     with pytest.raises(ConfigError, match="beta"):
-        run_experiment(spec, "neggrad_plus", {"beta": 2.0})
+        start(spec, "neggrad_plus", {"beta": 2.0}).run()
     assert not store.exists()
 
 
 def test_unsatisfiable_forget_set_trains_nothing(ws, tmp_path):
-    """The forget set is drawn before the original is trained: a too-large one fails fast, store untouched."""
+    """The forget set's size is checked before the original is trained: a too-large one fails fast, store
+    untouched. (The run driver checks that the requests fit the train split before selecting anything, so the
+    message now comes from that check, not from the random selection's "pool has".)"""
     store = tmp_path / "store"
     spec = dataclasses.replace(ws.spec, store=str(store), forget_size=len(ws.train) + 1)
-    with pytest.raises(ConfigError, match="pool has"):
-        run_experiment(spec, "scrub", {"epochs": 1, "max_steps": 0}, workspace=Workspace(spec, ws.data))
+    with pytest.raises(ConfigError, match=f"train split has {len(ws.train)}"):
+        start(spec, "scrub", {"epochs": 1, "max_steps": 0}, Workspace(spec, ws.data)).run()
     assert not store.exists() or not any(store.rglob("*"))

@@ -13,9 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 RECORD_KEYS = ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia", "tow", "tow_mia", "retrain",
                "unlearn_seconds", "retrain_seconds", "params", "spec", "algorithm", "seed", "env", "device",
-               "diverged", "history")
+               "diverged", "history", "forget_ids_sha", "requests", "request_count")
 METRICS = ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia")
-OPTIONS = ("--algorithm", "--rum-plan", "--proxy", "--steps", "--dataset", "--data-dir", "--download", "--arch",
+OPTIONS = ("--algorithm", "--rum-plan", "--proxy", "--requests", "--selection", "--dataset", "--data-dir", "--download", "--arch",
            "--width", "--param", "--seed",
            "--split-seed", "--forget", "--forget-size", "--forget-classes", "--store", "--device",
            "--train-epochs", "--json")
@@ -57,6 +57,7 @@ def test_run_json_record(first_run):
     assert rec["algorithm"] == "scrub" and rec["seed"] == 0 and rec["device"] == "cpu" and rec["diverged"] is None
     assert rec["spec"]["width"] == 0.125 and rec["spec"]["forget_size"] == 90
     assert len(rec["history"]) == 2
+    assert rec["request_count"] == 1 and len(rec["requests"]) == 1 and rec["requests"][0]["tow"] == rec["tow"]
     assert {"torch", "numpy", "sklearn", "python"} <= set(rec["env"])
     # progress on stderr: both models trained, then the unlearning epochs
     assert "training original" in res.stderr and "training retrain" in res.stderr
@@ -91,8 +92,10 @@ def test_diverged_run_is_a_result_not_an_error(first_run):
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr and "diverged" in res.stderr
     rec = json.loads(res.stdout)
-    assert set(rec["diverged"]) == {"reason", "epoch", "value"}
+    # Changed on purpose (issue #11): `diverged` names the request, and a diverged request scores 0.
+    assert set(rec["diverged"]) == {"request", "reason", "epoch", "value"} and rec["diverged"]["request"] == 1
     assert rec["diverged"]["epoch"] in (0, 1) and len(rec["history"]) == rec["diverged"]["epoch"]
+    assert rec["tow"] == rec["tow_mia"] == 0.0
 
 
 BAD_INPUTS = {
@@ -115,7 +118,8 @@ BAD_INPUTS = {
                                            "bogus"),
     "rum with --param": (["--algorithm", "rum", "--param", "lr=0.1"], "--rum-plan"),
     "unknown proxy": (["--algorithm", "rum", "--proxy", "loss"], "loss"),
-    "more requests than the pool allows": (["--steps", "20", "--forget-size", "90"], "request"),
+    "more requests than the pool allows": (["--requests", "20", "--forget-size", "90"], "request"),
+    "bad selection": (["--selection", "original"], "original"),
 }
 
 
@@ -179,15 +183,15 @@ def test_every_option_has_help():
 
 
 def test_sequential_requests_and_rum_in_one_store(first_run):
-    """--steps 2 reports two requests against their retrains; RUM reports its three sub-steps (reuses the store)."""
+    """--requests 2 reports two requests against their retrains; RUM reports its three stages (reuses the store)."""
     store, _ = first_run
     seq = cli("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--param", "epochs=1",
-              "--steps", "2", "--forget-size", "60", "--store", str(store), "--json")
+              "--requests", "2", "--forget-size", "60", "--store", str(store), "--json")
     assert seq.returncode == 0, seq.stderr
     rec = json.loads(seq.stdout)
-    assert [s["request"] for s in rec["steps"]] == [1, 2]
-    assert rec["steps"][1]["excluded_size"] == 60  # request 2's retain set excludes request 1's forget set
-    assert all(0 <= s["tow"] <= 1 for s in rec["steps"])
+    assert [s["request"] for s in rec["requests"]] == [1, 2] and rec["request_count"] == 2
+    assert rec["requests"][1]["excluded_size"] == 60  # request 2's retain set excludes request 1's forget set
+    assert all(0 <= s["tow"] <= 1 for s in rec["requests"])
     rum = cli("run", "--algorithm", "rum", *TINY, "--train-epochs", "3", "--forget", "mix", "--forget-size", "60",
               "--rum-plan", "none,finetune:epochs=1,neggrad_plus:beta=0.97;epochs=1", "--store", str(store))
     assert rum.returncode == 0, rum.stderr

@@ -11,10 +11,12 @@ import torch
 from unlearn_core.batching import DeviceData
 from unlearn_core.data import load_dataset
 from unlearn_core.errors import ConfigError
-from unlearn_core.experiment import ExperimentSpec, Workspace
 from unlearn_core.metrics import predict_probs
 from unlearn_core.proxies import (PROXIES, HoldoutConfig, holdout_finetune, memorization,
                                   symmetric_kl)
+from unlearn_core.references import original
+from unlearn_core.spec import ExperimentSpec
+from unlearn_core.workspace import Workspace
 
 SPEC = dict(dataset="digits", width=0.125, train_epochs=6, device="cpu")
 EVENT_PROXIES = {"confidence": "confidence", "max_conf": "max_conf", "entropy": "neg_entropy", "bin_acc": "correct"}
@@ -23,7 +25,7 @@ EVENT_PROXIES = {"confidence": "confidence", "max_conf": "max_conf", "entropy": 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     w = Workspace(ExperimentSpec(**SPEC, store=str(tmp_path_factory.getbasetemp() / "store")))
-    w.original()
+    original(w)
     return w
 
 
@@ -64,7 +66,7 @@ def test_every_proxy_gives_one_finite_score_per_training_example(ws, name):
 
 @pytest.mark.parametrize("name, event", sorted(EVENT_PROXIES.items()))
 def test_learning_event_proxies_are_the_negated_recorded_events(ws, name, event):
-    _, art = ws.original()
+    _, art = original(ws)
     s, info = memorization(ws, name, return_info=True)
     assert np.array_equal(s, -art["events"][event].double().numpy())
     assert info["source"] == "recorded training events"
@@ -72,7 +74,7 @@ def test_learning_event_proxies_are_the_negated_recorded_events(ws, name, event)
 
 def test_proxies_on_a_given_model_use_one_eval_pass(ws):
     """The sequential extension: confidence / bin_acc of the model's own eval-mode predictions."""
-    model, _ = ws.original()
+    model, _ = original(ws)
     probs = predict_probs(model, ws.train.x).double().numpy()
     y = ws.data.train.y
     conf = memorization(ws, "confidence", model=model)
@@ -84,14 +86,14 @@ def test_proxies_on_a_given_model_use_one_eval_pass(ws):
 
 def test_holdout_on_a_given_model_equals_the_original_path(ws):
     """Hold-out retraining of the original passed in explicitly (keyed by its weights) gives the same scores."""
-    model, _ = ws.original()
+    model, _ = original(ws)
     s, info = memorization(ws, "holdout", model=copy.deepcopy(model), return_info=True)
     assert info["model"].startswith("weights:") and info["built"]
     assert np.array_equal(s, memorization(ws, "holdout"))
 
 
 def test_entropy_is_finite_where_probabilities_underflow(ws):
-    model, _ = ws.original()
+    model, _ = original(ws)
     hot = copy.deepcopy(model)
     last = [m for m in hot.modules() if isinstance(m, torch.nn.Linear)][-1]
     with torch.no_grad():

@@ -14,9 +14,12 @@ import pytest
 import torch
 
 from unlearn_core.data import load_dataset
+from unlearn_core import references
 from unlearn_core.errors import ConfigError
-from unlearn_core.experiment import ExperimentSpec, Workspace
+from unlearn_core.forget import select_request
 from unlearn_core.metrics import accuracy, predict_probs
+from unlearn_core.spec import ExperimentSpec
+from unlearn_core.workspace import Workspace
 
 ARCHS = ("resnet18", "vgg16_bn")
 WIDTH = 0.125
@@ -65,11 +68,11 @@ def first(request, store, digits):
     log = Log()
     ws = Workspace(_spec(store, arch=request.param), dataset=digits, log=log)
     before = _artifacts(store)
-    original, art = ws.original()
+    original, art = references.original(ws)
     assert log.trained(), "the first original() must train"
     n_orig_logs = len(log)
     forget = np.random.RandomState(0).choice(len(ws.train), 90, replace=False)
-    retrained, rart = ws.retrain(forget)
+    retrained, rart = references.retrain(ws, forget)
     assert any("training retrain" in line for line in log[n_orig_logs:]), "the first retrain() must train"
     return {"arch": request.param, "ws": ws, "log": log, "original": original, "art": art, "forget": forget,
             "retrained": retrained, "rart": rart, "new_files": _artifacts(store) - before}
@@ -103,8 +106,8 @@ def test_new_workspace_loads_without_training(first, store, digits):
     log = Log()
     ws = Workspace(_spec(store, arch=first["arch"]), dataset=digits, log=log)
     before = _artifacts(store)
-    original, art = ws.original()
-    retrained, _ = ws.retrain(first["forget"][::-1].copy())  # order of the ids does not matter
+    original, art = references.original(ws)
+    retrained, _ = references.retrain(ws, first["forget"][::-1].copy())  # order of the ids does not matter
     assert not log.trained(), f"a stored artifact was trained again: {log}"
     assert any("loaded from the store" in line for line in log)
     assert _same_weights(original, first["original"])
@@ -116,7 +119,7 @@ def test_new_workspace_loads_without_training(first, store, digits):
 def test_new_workspace_loading_its_own_data(first, store):
     """Without a Dataset handed in, the Workspace loads digits itself: same fingerprint, same artifact."""
     log = Log()
-    original, _ = Workspace(_spec(store, arch=first["arch"]), log=log).original()
+    original, _ = references.original(Workspace(_spec(store, arch=first["arch"]), log=log))
     assert not log.trained()
     assert _same_weights(original, first["original"])
 
@@ -126,10 +129,10 @@ def test_changing_one_forget_id_is_a_new_retrain(store, digits):
     log = Log()
     ws = Workspace(_spec(store, arch="vgg16_bn", train_epochs=1), dataset=digits, log=log)
     ids = np.arange(10)
-    ws.retrain(ids)
+    references.retrain(ws, ids)
     before = _artifacts(store)
     log.clear()
-    ws.retrain(np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 11]))
+    references.retrain(ws, np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 11]))
     assert log.trained() and len(_artifacts(store) - before) == 1
 
 
@@ -138,11 +141,11 @@ def test_other_seed_or_width_is_a_new_artifact(change, store, digits):
     """A cheap base (vgg16_bn, 1 epoch) and one variant: the variant trains and adds a file."""
     base_log = Log()
     base = Workspace(_spec(store, arch="vgg16_bn", train_epochs=1), dataset=digits, log=base_log)
-    m0, _ = base.original()
+    m0, _ = references.original(base)
     before = _artifacts(store)
     log = Log()
     ws = Workspace(_spec(store, arch="vgg16_bn", train_epochs=1, **change), dataset=digits, log=log)
-    m1, _ = ws.original()
+    m1, _ = references.original(ws)
     assert log.trained(), f"{change} should not find the base artifact"
     added = _artifacts(store) - before
     assert len(added) == 1 and next(iter(added)).startswith("original/")
@@ -152,7 +155,8 @@ def test_other_seed_or_width_is_a_new_artifact(change, store, digits):
         assert sum(p.numel() for p in m1.parameters()) > sum(p.numel() for p in m0.parameters())
     # and the base is still found as it was
     base_log.clear()
-    m0_again, _ = Workspace(_spec(store, arch="vgg16_bn", train_epochs=1), dataset=digits, log=base_log).original()
+    m0_again, _ = references.original(Workspace(_spec(store, arch="vgg16_bn", train_epochs=1), dataset=digits,
+                                                log=base_log))
     assert not base_log.trained() and _same_weights(m0, m0_again)
 
 
@@ -173,7 +177,7 @@ def test_unknown_dataset(store):
 def test_unknown_arch(store, digits):
     before = _artifacts(store)
     with pytest.raises(ConfigError) as e:
-        Workspace(_spec(store, arch="resnet9000"), dataset=digits).original()
+        references.original(Workspace(_spec(store, arch="resnet9000"), dataset=digits))
     assert "resnet18" in _one_line_config_error(e)
     assert _artifacts(store) == before
 
@@ -190,7 +194,7 @@ def test_forget_ids_out_of_range(store, digits, ids):
     ws = Workspace(_spec(store, arch="vgg16_bn"), dataset=digits)
     before = _artifacts(store)
     with pytest.raises(ConfigError) as e:
-        ws.retrain(np.array(ids))
+        references.retrain(ws, np.array(ids))
     _one_line_config_error(e)
     with pytest.raises(ConfigError) as e:
         ws.sets(np.array(ids))
@@ -202,10 +206,11 @@ def test_forget_set_larger_than_training_split(store, digits):
     n = len(digits.train)
     ws = Workspace(_spec(store, arch="vgg16_bn", forget_size=n + 1), dataset=digits)
     with pytest.raises(ConfigError) as e:
-        ws.select_forget()
+        select_request("random", np.arange(n), index=0, size=ws.spec.resolved_forget_size, seed=ws.spec.seed,
+                       labels=ws.data.train.y)  # a run's first request
     assert str(n) in _one_line_config_error(e)
     before = _artifacts(store)
     with pytest.raises(ConfigError) as e:  # forgetting the whole split leaves nothing to retrain on
-        ws.retrain(np.arange(n))
+        references.retrain(ws, np.arange(n))
     _one_line_config_error(e)
     assert _artifacts(store) == before
