@@ -153,6 +153,7 @@ def _check_numbers(a) -> None:
 def check_experiment(s: SearchSettings, datasets: dict) -> None:
     """Checks that need the data, before Ray starts: the run driver's own checks on every (dataset, arch)."""
     import search_spaces
+    from unlearn_core.proxies import check_proxy
     from unlearn_core.run import check, check_sizes
     from unlearn_core.workspace import Workspace
 
@@ -162,6 +163,7 @@ def check_experiment(s: SearchSettings, datasets: dict) -> None:
         spec = s.spec(dataset, arch, s.seeds[0])
         m = check(spec, space.algorithm, params, requests=s.requests, selection=s.selection)
         check_sizes(spec, len(datasets[dataset].train), datasets[dataset].train.y, m, s.requests)
+        check_proxy(spec.proxy, datasets[dataset])  # scores:FILE: one score per official training example
 
 
 def from_args(a) -> SearchSettings:

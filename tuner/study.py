@@ -82,7 +82,10 @@ class Cell:
         return f"{'RUM ' if self.rum else ''}{self.base}" + (f" ({self.proxy})" if self.proxy else "")
 
     def name(self, mode: str) -> str:
-        return f"{self.dataset}-{self.arch}-{'rum_' if self.rum else ''}{self.base}-{self.proxy or 'none'}-{mode}-seed{self.seed}"
+        from unlearn_core.proxies import proxy_label  # scores:FILE → a file-name-safe label
+
+        px = proxy_label(self.proxy) if self.proxy else "none"
+        return f"{self.dataset}-{self.arch}-{'rum_' if self.rum else ''}{self.base}-{px}-{mode}-seed{self.seed}"
 
 
 def _run_cell(cell: Cell, spec, dataset_obj, params: dict, requests: int, cpus: float) -> list[dict]:
@@ -121,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", nargs="+", default=None, help="override the preset's architectures")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
     p.add_argument("--requests", type=int, default=None, help="override the number of sequential deletion requests")
-    p.add_argument("--proxies", nargs="+", default=None, help="override the proxies (RUM and the mix)")
+    p.add_argument("--proxies", nargs="+", default=None, metavar="PROXY",
+                   help="override the proxies (RUM and the mix): proxy names or scores:FILE (a .npy/.npz of true "
+                        "memorization scores in the official training order)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="subset of: scrub neggrad_plus rum_scrub rum_neggrad_plus (default: all four)")
     p.add_argument("--forget", choices=("random", "class", "mix"), default=None,
@@ -141,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 def plan_cells(a, preset: dict) -> tuple[list[Cell], dict]:
     from unlearn_core.data import dataset_names
     from unlearn_core.models import model_names
-    from unlearn_core.proxies import PROXIES
+    from unlearn_core.proxies import absolute_proxy, check_proxy
 
     datasets = a.dataset or preset["datasets"]
     archs = a.arch or preset["archs"]
@@ -151,9 +156,9 @@ def plan_cells(a, preset: dict) -> tuple[list[Cell], dict]:
     for x in archs:
         if x not in model_names():
             raise ConfigError(f"unknown architecture {x!r}; valid: {', '.join(model_names())}")
-    proxies = a.proxies or preset["proxies"]
+    proxies = [absolute_proxy(px) for px in (a.proxies or preset["proxies"])]
     for px in proxies:
-        PROXIES.get(px)
+        check_proxy(px)  # one ConfigError line (main prints it)
     methods = a.methods or preset.get("methods") or ["scrub", "neggrad_plus", "rum_scrub", "rum_neggrad_plus"]
     valid = {"scrub", "neggrad_plus", "rum_scrub", "rum_neggrad_plus"}
     bad = [m for m in methods if m not in valid]
@@ -189,6 +194,7 @@ def run_study(a) -> int:
 
     from unlearn_core.data import load_dataset
     from unlearn_core.environment import environment
+    from unlearn_core.proxies import check_proxy
     from unlearn_core.spec import ExperimentSpec
 
     from .files import write_json
@@ -218,6 +224,9 @@ def run_study(a) -> int:
     exp = os.path.join(root, name)
     store = a.store or os.path.join(root, "artifacts")
     datasets = {d: load_dataset(d, a.data_dir, 1) for d in settings["datasets"]}  # missing data fails here
+    for px in settings["proxies"]:
+        for d in datasets.values():
+            check_proxy(px, d)  # a scores file: one score per example of each dataset's official training set
     classes = tuple(int(c) for c in a.forget_classes.split(",") if c != "")
 
     def spec_of(c: Cell) -> ExperimentSpec:

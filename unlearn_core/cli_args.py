@@ -12,7 +12,7 @@ from typing import Optional
 from .data import dataset_names
 from .errors import ConfigError
 from .models import model_names
-from .proxies import PROXIES
+from .proxies import PROXIES, absolute_proxy, check_proxy
 from .spec import FORGET_KINDS, SELECTIONS, ExperimentSpec, default_store
 
 
@@ -25,6 +25,16 @@ def int_list(text: str) -> tuple[int, ...]:
     if not values:
         raise argparse.ArgumentTypeError(f"expected at least one class, got {text!r}")
     return values
+
+
+def proxy_arg(text: str) -> str:
+    """An argparse type for --proxy: a `PROXIES` name, or scores:FILE with FILE an existing .npy/.npz of finite
+    scores (made absolute, so Ray workers with another working folder find it). One line when not."""
+    try:
+        check_proxy(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(" ".join(str(e).split())) from None
+    return absolute_proxy(text)
 
 
 def add_experiment_args(p: argparse.ArgumentParser, *, several: bool = False, forget_default: str = "random",
@@ -63,8 +73,12 @@ def add_experiment_args(p: argparse.ArgumentParser, *, several: bool = False, fo
     g.add_argument("--forget-classes", type=int_list, default=None, metavar="C[,C...]",
                    help="classes to forget with --forget class, e.g. 0,3 (one per request with --requests K; "
                         "default 0)")
-    g.add_argument("--proxy", default=proxy_default, choices=PROXIES.names(), metavar="PROXY",
+    g.add_argument("--proxy", default=proxy_default, type=proxy_arg, metavar="PROXY",
                    help=f"memorization proxy for --forget mix and RUM, one of {', '.join(PROXIES.names())} "
+                        "(learning-event proxies rank every request by the original's training events, their "
+                        "_current variants requests 2..K by one pass of the current model), or scores:FILE: a "
+                        ".npy/.npz of true memorization scores, one per example of the official training set in "
+                        f"its official order (e.g. the published CIFAR estimates; mid = nearest 0.5) "
                         f"(default {proxy_default})")
     g.add_argument("--requests", type=int, default=1, metavar="K",
                    help="sequential deletion requests: request j forgets a new set from what remains, starting "

@@ -6,7 +6,9 @@ copied to the GPU once, as uint8, where augmentation and normalization happen (D
 Every training set is split the way the reference splits CIFAR (reference/algorithms.md §7): per class,
 10 % becomes validation, drawn with `np.random.RandomState(split_seed)`; train and validation keep ascending
 original-index order, so an example id (a position in `Dataset.train`) maps back to the original training
-set through `Dataset.train_index`. The split seed is not a model seed: the reference always splits with 1.
+set through `Dataset.train_index`, and to the dataset's *official* training set — the order published
+per-example files (memorization estimates) use — through `Dataset.train_source_index`. The split seed is not a
+model seed: the reference always splits with 1.
 
 Sources (the registry `DATASETS` maps each name to its loader):
   digits       scikit-learn's bundled 8×8 handwritten digits, upsampled to 16×16: no download, the embedded default.
@@ -25,7 +27,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -86,6 +88,12 @@ class Dataset:
     `train_index[i]` / `val_index[i]` is the position in the original training set of train / val example i
     (both ascending). For `digits`, which has no official test split, the "original training set" is what is
     left after the fixed test hold-out, in scikit-learn's order.
+
+    `train_source_index[i]` is the position of train example i in the dataset's *official* training set of
+    `source_size` examples, the order a published per-example file follows (`proxies`' `scores:FILE`). For
+    CIFAR and ImageFolder that is the original training set (= `train_index`; CIFAR: the 50,000 of the
+    official batches in order). For `digits` it is the whole bundled set of 1,797 in scikit-learn's load order,
+    test hold-out included. Neither field enters the fingerprint: both follow from the name and the split.
     """
 
     name: str
@@ -101,10 +109,20 @@ class Dataset:
     train_index: np.ndarray
     val_index: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     classes: tuple[str, ...] = ()
+    train_source_index: Optional[np.ndarray] = None  # None → train_index
+    source_size: Optional[int] = None                # None → len(train) + len(val)
 
     def __post_init__(self):
         object.__setattr__(self, "train_index", _frozen_array(self.train_index, np.int64))
         object.__setattr__(self, "val_index", _frozen_array(self.val_index, np.int64))
+        src = self.train_index if self.train_source_index is None else self.train_source_index
+        object.__setattr__(self, "train_source_index", _frozen_array(src, np.int64))
+        size = len(self.train) + len(self.val) if self.source_size is None else int(self.source_size)
+        object.__setattr__(self, "source_size", size)
+        if len(self.train_source_index) != len(self.train) or (
+                len(src) and (self.train_source_index.min() < 0 or self.train_source_index.max() >= size)):
+            raise DataError(f"{self.name}: train_source_index must hold {len(self.train)} positions in "
+                            f"[0, {size})")
         if len(self.train_index) != len(self.train):
             raise DataError(f"{self.name}: train_index has {len(self.train_index)} entries for "
                             f"{len(self.train)} train examples")
@@ -115,7 +133,7 @@ class Dataset:
     def __setstate__(self, state: dict) -> None:
         """Unpickled arrays come back writable: make them read-only again (the fingerprint is cached)."""
         self.__dict__.update(state)
-        for a in (self.train_index, self.val_index):
+        for a in (self.train_index, self.val_index, self.train_source_index):
             a.setflags(write=False)
 
     @property
@@ -215,15 +233,21 @@ def _channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...],
 def _assemble(name: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *,
               num_classes: int, split_seed: int, crop_pad: int, flip: bool,
               mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-              classes: tuple[str, ...] = ()) -> Dataset:
-    """Split the original training set (x, y) per class and wrap everything; stats from (x, y) if not given."""
+              classes: tuple[str, ...] = (), source: np.ndarray | None = None,
+              source_size: int | None = None) -> Dataset:
+    """Split the original training set (x, y) per class and wrap everything; stats from (x, y) if not given.
+
+    `source[k]`: the position of (x, y)[k] in the official training set of `source_size` (default: (x, y) is
+    the official training set)."""
     train_index, val_index = split_per_class(y, num_classes, split_seed)
     if mean is None or std is None:
         mean, std = _channel_stats(x)
     return Dataset(name=name, train=ArraySplit(x[train_index], y[train_index]),
                    val=ArraySplit(x[val_index], y[val_index]), test=ArraySplit(x_test, y_test),
                    num_classes=num_classes, mean=tuple(mean), std=tuple(std), crop_pad=crop_pad, flip=flip,
-                   split_seed=split_seed, train_index=train_index, val_index=val_index, classes=classes)
+                   split_seed=split_seed, train_index=train_index, val_index=val_index, classes=classes,
+                   train_source_index=None if source is None else np.asarray(source)[train_index],
+                   source_size=source_size)
 
 
 def _resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -245,7 +269,8 @@ def load_digits(data_dir=None, split_seed: int = 1, download: bool = False) -> D
     16×16 (nearest upsampling) so that VGG's four max-pools still leave a 1×1 map. There is no official
     test split, so ~20 % per class is held out with the fixed seed 0 — the test set never depends on
     `split_seed` — and the rest is split 90/10 like every dataset. No flips: digits are not mirror-symmetric.
-    `data_dir` and `download` are unused (the data ship with scikit-learn).
+    `data_dir` and `download` are unused (the data ship with scikit-learn). The "official training set" of a
+    per-example scores file is all 1,797 in load order (`Dataset.train_source_index`).
     """
     from sklearn.datasets import load_digits as sk_load_digits
 
@@ -255,7 +280,8 @@ def load_digits(data_dir=None, split_seed: int = 1, download: bool = False) -> D
     y = bunch.target.astype(np.int64)
     rest, test = split_per_class(y, 10, seed=0, tenths=2)
     return _assemble("digits", x[rest], y[rest], x[test], y[test], num_classes=10, split_seed=split_seed,
-                     crop_pad=2, flip=False, classes=tuple(str(c) for c in range(10)))
+                     crop_pad=2, flip=False, classes=tuple(str(c) for c in range(10)), source=rest,
+                     source_size=len(y))
 
 
 # -------------------------------------------------------------------------------------------------- CIFAR

@@ -5,8 +5,15 @@ counts, not percentile thresholds. Every selector returns a sorted int64 array o
 ConfigError, with the numbers, when its input cannot give what was asked.
 
 Scores are memorization levels, one per training example (high = more memorized). Callers convert proxies
-first (e.g. confidence, where high means *less* memorized). Score ties keep index order (stable sorts), as
-in the reference (§11.6).
+first (e.g. confidence, where high means *less* memorized).
+
+Ties are broken by a seeded random order, never by id: every ranking (`by_score`, `mix_groups`, `mix`, and
+`rum.split_by_score`) sorts by score first and by `tie_order(len(scores), seed)` second (`np.lexsort`). That
+order is a random rank of every id, so it is the same whatever the pool, and the same seed always gives the
+same groups. The reference sorts stably, so its tied examples form id blocks (at one end the lowest ids, at
+the other the highest: §12.2); with a proxy of few distinct values (`bin_acc` is a mean of 0/1 over the
+training epochs) ties decide most of a group, which would make the groups contiguous id runs, the same for
+every seed.
 """
 from __future__ import annotations
 
@@ -75,6 +82,14 @@ def _pool(pool, n_total: int) -> np.ndarray:
         raise ConfigError(f"pool {e}") from None
 
 
+def tie_order(n_total: int, seed) -> np.ndarray:
+    """A random rank of every id in [0, n_total) from `np.random.default_rng(seed)`: the secondary sort key
+    that breaks score ties in every ranking (seeded, so the same seed gives the same order)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed (it orders tied scores) must be an integer >= 0, got {seed!r}")
+    return np.random.default_rng(int(seed)).permutation(int(n_total))
+
+
 def _scores(scores) -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1 or s.size == 0:
@@ -121,58 +136,62 @@ def _describe(values: np.ndarray) -> str:
     return ", ".join(map(str, values.tolist()))
 
 
-def _ranking(s: np.ndarray, which: str, center: float | None) -> np.ndarray:
-    """Positions into `s`, most wanted first, for `which`; stable, so ties keep index order."""
+def _ranking(s: np.ndarray, tie: np.ndarray, which: str, center: float | None) -> np.ndarray:
+    """Positions into `s`, most wanted first, for `which`; tied scores in the order of `tie` (lowest first)."""
     if which == "top":
-        return np.argsort(-s, kind="stable")
+        return np.lexsort((tie, -s))
     if which == "bottom":
-        return np.argsort(s, kind="stable")
+        return np.lexsort((tie, s))
     if which == "median":
         c = np.median(s) if center is None else float(center)
-        return np.argsort(np.abs(s - c), kind="stable")
+        return np.lexsort((tie, np.abs(s - c)))
     raise ConfigError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
 
 
-def _pool_scores(scores, pool) -> tuple[np.ndarray, np.ndarray]:
+def _pool_scores(scores, pool, seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pool ids, their scores, their tie-breaking ranks from `tie_order(len(scores), seed)`)."""
     s = _scores(scores)
     ids = _pool(pool, len(s))
     sp = s[ids]
     if not np.isfinite(sp).all():
         raise ConfigError(f"scores: {int((~np.isfinite(sp)).sum())} of the pool's {len(sp)} scores are NaN or inf")
-    return ids, sp
+    return ids, sp, tie_order(len(s), seed)[ids]
 
 
-def by_score(scores: np.ndarray, n: int, which: Which, pool: np.ndarray | None = None, *,
+def by_score(scores: np.ndarray, n: int, which: Which, pool: np.ndarray | None = None, *, seed: int,
              center: float | None = None) -> np.ndarray:
     """The n ids of `pool` (default all) with the highest (`top`), lowest (`bottom`) or most central
-    (`median`) scores.
+    (`median`) scores; among tied scores, in the seeded random order `tie_order(len(scores), seed)`.
 
     Central means nearest the median of the pool's scores (the reference's rule for proxies), or nearest
     `center` when given (the reference uses 0.5 for true memorization scores).
     """
-    ids, sp = _pool_scores(scores, pool)
+    ids, sp, tie = _pool_scores(scores, pool, seed)
     if which not in WHICH:
         raise ConfigError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
     n = _check_count(n, len(ids), f"by_score({which!r})")
-    return np.sort(ids[_ranking(sp, which, center)[:n]])
+    return np.sort(ids[_ranking(sp, tie, which, center)[:n]])
 
 
-def mix_groups(scores: np.ndarray, n: int, pool: np.ndarray | None = None, *,
+def mix_groups(scores: np.ndarray, n: int, pool: np.ndarray | None = None, *, seed: int,
                center: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The reference's "mix" forget set as its three groups (low, mid, high); RUM unlearns them in that order.
+    """The "mix" forget set (reference §3.2) as its three groups (low, mid, high); RUM unlearns them in that order.
 
-    high = the n//3 highest scores, mid = the n//3 nearest the median (or `center`), low = the rest
-    (n - 2·(n//3)) lowest. Unlike the reference, which can repeat an example when the groups overlap, the
-    groups are disjoint: high is taken first, then low, then mid from what is left, each group moving on to
-    its next candidates, so the three hold exactly n distinct ids. On a large pool (3,000 of 45,000) nothing
-    overlaps and the groups equal the reference's.
+    Sizes: high = the n//3 highest scores, mid = the n//3 nearest the median of the pool's scores (or
+    `center`), low = the rest, n − 2·(n//3), lowest (so when n is not a multiple of 3 the extra one or two
+    examples go to low; the reference's sizes differ there, §12.3). Ties are broken by the seeded random order
+    `tie_order(len(scores), seed)`, not by id. The groups are disjoint: high is taken first, then low, then mid
+    from what is left, each group moving on to its next candidates, so the three hold exactly n distinct ids
+    (the reference's lists are not de-duplicated and can repeat an example). They match the reference's groups
+    only where no group overlaps another and no tie straddles a group's boundary (the reference keeps tied
+    examples in id order, §12.2).
     """
-    ids, sp = _pool_scores(scores, pool)
+    ids, sp, tie = _pool_scores(scores, pool, seed)
     n = _check_count(n, len(ids), "mix", minimum=3)
     taken = np.zeros(len(ids), bool)
 
     def take(which: str, k: int) -> np.ndarray:
-        order = _ranking(sp, which, center)
+        order = _ranking(sp, tie, which, center)
         chosen = order[~taken[order]][:k]
         taken[chosen] = True
         return np.sort(ids[chosen])
@@ -183,10 +202,11 @@ def mix_groups(scores: np.ndarray, n: int, pool: np.ndarray | None = None, *,
     return low, mid, high
 
 
-def mix(scores: np.ndarray, n: int, pool: np.ndarray | None = None, *, center: float | None = None) -> np.ndarray:
-    """The reference's "mix" forget set (§3.2): n//3 highest + n//3 nearest-median + the rest lowest,
-    as n distinct ids (see `mix_groups` for how overlaps are resolved)."""
-    return np.sort(np.concatenate(mix_groups(scores, n, pool, center=center)))
+def mix(scores: np.ndarray, n: int, pool: np.ndarray | None = None, *, seed: int,
+        center: float | None = None) -> np.ndarray:
+    """The "mix" forget set (reference §3.2): n//3 highest + n//3 nearest-median (or `center`) + the rest
+    lowest, as n distinct ids, ties in a seeded random order (see `mix_groups`)."""
+    return np.sort(np.concatenate(mix_groups(scores, n, pool, seed=seed, center=center)))
 
 
 def retain_ids(n_train: int, *exclude: np.ndarray) -> np.ndarray:
@@ -218,14 +238,15 @@ def request_classes(classes: Sequence[int], requests: int) -> list[tuple[int, ..
 
 
 def select_request(kind: str, pool: np.ndarray, *, index: int, size: int, seed: int, labels: np.ndarray,
-                   classes: Sequence[int] = (), scores: np.ndarray | None = None
+                   classes: Sequence[int] = (), scores: np.ndarray | None = None, center: float | None = None
                    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
     """The forget ids of request `index` (0-based) from `pool`, and its (low, mid, high) groups for a mix.
 
     * `random` — `size` ids with `RandomState(seed + index)` (request 1 uses the run's own seed);
     * `class` — every id of `classes` (this request's classes, see `request_classes`) in the pool;
-    * `mix` — `mix_groups(scores, size, pool)`: `scores` are memorization levels, computed by the caller on
-      whichever model the protocol says (the original for request 1).
+    * `mix` — `mix_groups(scores, size, pool, seed=seed + index, center=center)`: `scores` are memorization
+      levels computed by the caller (see `proxies.memorization`); ties in the request's seeded order (the
+      request's seed, as `Request.seed`); `center` is 0.5 for true memorization scores, else the median.
     """
     if kind == "random":
         return random_forget(pool, size, seed + index), None
@@ -234,6 +255,6 @@ def select_request(kind: str, pool: np.ndarray, *, index: int, size: int, seed: 
     if kind == "mix":
         if scores is None:
             raise ConfigError("a mix forget set needs memorization scores")
-        groups = mix_groups(scores, size, pool)
+        groups = mix_groups(scores, size, pool, seed=seed + index, center=center)
         return np.sort(np.concatenate(groups)), groups
     raise ConfigError(f"unknown forget kind {kind!r}; valid: random, class, mix")

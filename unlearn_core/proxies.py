@@ -21,23 +21,40 @@ One convention everywhere: `memorization()` returns levels, so low / mid / high 
 every proxy and RUM always runs low → mid → high (the reference inverts its retain sets for the learning-
 event proxies instead, §3.4 and §10.5).
 
-**Sequential requests (§3.5).** From the second request on, the proxy must describe the *current* model.
-The reference does that only for `holdout`, which is easy: fine-tune the current model instead of the
-original. Learning-event proxies have no training run for an unlearned model, so for a given `model` they
-are the natural extension: the same four quantities from **one eval-mode pass** of that model over the
-training split (no augmentation). The first request (`model=None`) uses the recorded events, as the
-reference does. The two are not interchangeable — means over training epochs in train mode vs one
-eval-mode snapshot — so their ranks, not their values, are what carries over.
+**Sequential requests (§3.5).** The reference re-scores later requests only for `ho_ret`: the hold-out
+proxies follow the model they are given (`Proxy.follows_model`): fine-tune the current model instead of the
+original. The learning-event proxies do not: for every request they are the **original model's recorded
+training events**, whatever model is given — there is no training run of an unlearned model to record, and
+the selection restricts the full-length scores to the remaining pool, so requests 2..k rank what remains by
+the original's events with no extra pass. Variants that follow the model keep the earlier rule by name:
+`confidence_current`, `max_conf_current`, `entropy_current`, `bin_acc_current` — the recorded events for the
+original (`model=None`), else the same four quantities from **one eval-mode pass** of the given model over the
+training split (no augmentation). An eval-mode snapshot of a model that fits its training data is 1.0 or
+near it almost everywhere, so these tie far more (`bin_acc_current` is 0/1).
+
+**True memorization scores from a file** (§3.1, §12.7): the proxy name `scores:FILE`, FILE a `.npy`, or a
+`.npz` whose array `memorization` (Zhao et al.'s CIFAR-10 file), `tr_mem` (Feldman & Zhang's CIFAR-100 file)
+or `scores` is used, else its first array. It holds one memorization score (high = memorized) per example of
+the dataset's **official** training set in its official order (CIFAR: the 50,000 of the official batches;
+digits: all 1,797 bundled digits in scikit-learn's load order, test hold-out included; see
+`Dataset.train_source_index`); the training split's ids take their examples' scores. The file does not follow
+the model. Its "mid" group is the examples nearest 0.5 (`proxy_center`), as the reference's for true
+memorization. A missing file, a wrong length or NaN/inf values are one `ConfigError` line each. The file
+must be readable wherever the run runs (a shared path on a cluster); its sha256 is part of the cache key.
 
 Scores are artifacts: keyed by the proxy and its settings, the workspace's base parts (data, arch, width,
 recipe, seed) and the model — `"original"`, a caller's provenance key (`model_key`, e.g. "the model after
-these requests with this algorithm"), or else a hash of the model's weights.
+these requests with this algorithm"), or else a hash of the model's weights; a scores file's by its sha256,
+the array used and the data.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import math
+import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -49,7 +66,7 @@ import torch.nn.functional as F
 
 from .artifacts import artifact_key
 from .batching import DeviceData, make_generator
-from .errors import LossDiverged, UnlearnError
+from .errors import ConfigError, LossDiverged, UnlearnError
 from .forget import validate_ids
 from .metrics import predict_probs
 from .references import EVENT_KEYS, original
@@ -72,7 +89,11 @@ class HoldoutConfig:
 
 @dataclass(frozen=True)
 class Proxy:
-    """A memorization proxy. `sign` turns its raw value into a memorization level (−1: high raw = easy)."""
+    """A memorization proxy. `sign` turns its raw value into a memorization level (−1: high raw = easy).
+
+    `follows_model`: whether scores for a given model describe that model (hold-out proxies, the `_current`
+    learning-event variants) or always the original's recorded training events (the learning-event proxies).
+    """
 
     name: str
     description: str
@@ -80,6 +101,7 @@ class Proxy:
     event: Optional[str] = None     # learning-event proxies: the recorded event (EVENT_KEYS)
     heldout: Optional[str] = None   # hold-out proxies: "val" or "test"
     holdout: HoldoutConfig = HoldoutConfig()
+    follows_model: bool = True
 
     @property
     def kind(self) -> str:
@@ -99,12 +121,15 @@ def _register(p: Proxy) -> Proxy:
     return PROXIES.register(p.name)(p)
 
 
-_register(Proxy("confidence", "mean softmax probability of the label during training (negated)", -1,
-                event="confidence"))
-_register(Proxy("max_conf", "mean largest softmax probability during training (negated)", -1, event="max_conf"))
-_register(Proxy("entropy", "mean negative entropy Σ p log p during training (negated, i.e. mean entropy)", -1,
-                event="neg_entropy"))
-_register(Proxy("bin_acc", "mean 0/1 correctness during training (negated)", -1, event="correct"))
+_EVENT_PROXIES = (("confidence", "confidence", "mean softmax probability of the label"),
+                  ("max_conf", "max_conf", "mean largest softmax probability"),
+                  ("entropy", "neg_entropy", "mean negative entropy Σ p log p (negated, i.e. mean entropy)"),
+                  ("bin_acc", "correct", "mean 0/1 correctness"))
+for _name, _event, _what in _EVENT_PROXIES:
+    _register(Proxy(_name, f"{_what} during the original's training (negated); every request", -1, event=_event,
+                    follows_model=False))
+    _register(Proxy(f"{_name}_current", f"{_what} (negated): the original's training events for request 1, then "
+                                        "one eval-mode pass of the current model", -1, event=_event))
 _register(Proxy("holdout", "symmetric KL to a copy fine-tuned on the validation split", +1, heldout="val"))
 _register(Proxy("holdout_test", "symmetric KL to a copy fine-tuned on the test set (reference parity)", +1,
                 heldout="test"))
@@ -194,46 +219,60 @@ def _raw_holdout(ws: Workspace, proxy: Proxy, model: nn.Module) -> tuple[np.ndar
     return kl.double().cpu().numpy(), epochs
 
 
+EVENTS_SOURCE = "recorded training events"  # the original's (info "model": "original")
+PASS_SOURCE = "one eval-mode pass of the current model"
+
+
 def memorization(ws: Workspace, proxy: str, model: Optional[nn.Module] = None, pool=None, *,
                  model_key: Optional[str] = None, return_info: bool = False):
     """Memorization level of every training example by `proxy` (high = memorized), cached in the store.
 
     Args:
         ws: the workspace (data, store, original model).
-        proxy: a `PROXIES` name.
-        model: None → the workspace's original model; learning-event proxies then come from the events
-            recorded while it trained (no extra pass). A model → scores of that model (learning-event
-            proxies from one eval-mode pass; see the module docstring).
+        proxy: a `PROXIES` name or `scores:FILE` (see the module docstring).
+        model: None → the workspace's original model. A model → scores of that model where the proxy follows
+            the model (`Proxy.follows_model`: hold-out proxies fine-tune it, the `_current` learning-event
+            variants make one eval-mode pass); the learning-event proxies and scores files ignore it and
+            give what they give for the original (its recorded training events, no extra pass; the file).
         pool: optional ids; validated (distinct, in range). The result is always full-length, so ranks
             within any pool are comparable and one cached artifact serves every pool.
         model_key: identity of `model` for the cache (e.g. its provenance); default: a hash of its weights.
-        return_info: also return {"proxy", "source", "built", "seconds", ...}.
+        return_info: also return {"proxy", "model", "source", "built", "seconds", ...}: `model` is what the
+            scores describe ("original", the model's key, or "file"), `source` how they were obtained.
 
     Returns:
         float64 array of len(ws.train) finite scores (a writable copy), or (scores, info).
 
     Raises:
-        ConfigError: unknown proxy or bad pool. UnlearnError: the model's outputs are not finite.
+        ConfigError: unknown proxy, bad scores file or bad pool. UnlearnError: the model's outputs are not finite.
     """
-    p = PROXIES.get(proxy)
     n = len(ws.train)
     if pool is not None:
         validate_ids(pool, n)
+    path = check_proxy_name(proxy)
+    if path is not None:
+        return _from_file(ws, proxy, path, return_info)
+    p = PROXIES.get(proxy)
+    if not p.follows_model:
+        model = None  # the original's recorded events describe every request (module docstring)
     source = "original" if model is None else (model_key or f"weights:{weights_sha(model)}")
     key = artifact_key("proxy", proxy=p.name, settings=p.settings(), model=source, **ws.identity())
+    if p.event is not None:
+        how = EVENTS_SOURCE if model is None else PASS_SOURCE
+    else:
+        how = f"hold-out fine-tuning of the {'original' if model is None else 'given'} model on {p.heldout}"
 
     def build() -> dict:
         t0 = time.perf_counter()
         extra: dict = {}
         if p.event is not None and model is None:
-            raw, how = _raw_from_events(ws, p), "recorded training events"
+            raw = _raw_from_events(ws, p)
         elif p.event is not None:
-            raw, how = _raw_from_pass(ws, p, model), "one eval-mode pass of the current model"
+            raw = _raw_from_pass(ws, p, model)
         else:
             m = model if model is not None else original(ws)[0]
             ws.log(f"proxy {p.name}: hold-out fine-tuning on the {p.heldout} split ({source})")
             raw, extra["holdout_epochs"] = _raw_holdout(ws, p, m)
-            how = f"hold-out fine-tuning on {p.heldout}"
         scores = p.sign * raw
         if scores.shape != (n,) or not np.isfinite(scores).all():
             bad = int((~np.isfinite(scores)).sum()) if scores.shape == (n,) else scores.shape
@@ -245,7 +284,140 @@ def memorization(ws: Workspace, proxy: str, model: Optional[nn.Module] = None, p
     scores = art["scores"].numpy().astype(np.float64, copy=True)
     if not return_info:
         return scores
-    info = {"proxy": p.name, "model": source, "source": art["source"], "built": built,
+    info = {"proxy": p.name, "model": source, "source": how, "follows_model": p.follows_model, "built": built,
             "seconds": float(art["seconds"]) if built else 0.0,
             **({"holdout_epochs": int(art["holdout_epochs"])} if "holdout_epochs" in art else {})}
     return scores, info
+
+
+# ----------------------------------------------------------------------------------- scores from a file
+
+SCORES_PREFIX = "scores:"
+SCORES_ARRAYS = ("memorization", "tr_mem", "scores")  # names looked for in a .npz, in this order
+SCORES_CENTER = 0.5  # "mid" of true memorization scores (the reference's); proxies use the pool's median
+
+
+def check_proxy_name(name) -> Optional[str]:
+    """Check a proxy name without reading anything: a `PROXIES` name (→ None) or `scores:FILE` (→ FILE)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"a proxy is a name ({', '.join(PROXIES.names())}) or scores:FILE, got {name!r}")
+    if name.startswith(SCORES_PREFIX):
+        path = name[len(SCORES_PREFIX):]
+        if not path.strip():
+            raise ConfigError("proxy scores:FILE needs a file, e.g. scores:cifar10_memorization.npz")
+        return path
+    PROXIES.get(name)
+    return None
+
+
+def check_proxy(name, data=None) -> None:
+    """A valid proxy: a `PROXIES` name, or `scores:FILE` whose file exists and holds finite scores — and,
+    given the `data.Dataset`, one per example of its official training set. One ConfigError line otherwise."""
+    path = check_proxy_name(name)
+    if path is not None:
+        arr, _, _ = read_scores_file(path)
+        if data is not None:
+            scores_for_dataset(arr, path, data)
+
+
+def absolute_proxy(name: str) -> str:
+    """`name`, with a scores file's path made absolute (Ray workers and trials run in other folders)."""
+    if isinstance(name, str) and name.startswith(SCORES_PREFIX):
+        return SCORES_PREFIX + os.path.abspath(os.path.expanduser(name[len(SCORES_PREFIX):]))
+    return name
+
+
+def proxy_center(name: str) -> Optional[float]:
+    """Where a mix's "mid" group is centred: 0.5 for a scores file (true memorization), else None (the median)."""
+    return SCORES_CENTER if isinstance(name, str) and name.startswith(SCORES_PREFIX) else None
+
+
+def proxy_label(name: str) -> str:
+    """A file-name-safe label of a proxy: its name, or for scores:FILE `scores-<file stem>-<hash of the path>`."""
+    if not name.startswith(SCORES_PREFIX):
+        return name
+    path = name[len(SCORES_PREFIX):]
+    stem = re.sub(r"[^A-Za-z0-9_.]+", "_", os.path.splitext(os.path.basename(path))[0]) or "file"
+    return f"scores-{stem}-{hashlib.sha256(path.encode()).hexdigest()[:6]}"
+
+
+_FILE_CACHE: dict = {}
+
+
+def read_scores_file(path: str) -> tuple[np.ndarray, str, str]:
+    """(scores as float64, the array's name in a .npz or "" for a .npy, the file's sha256) of a scores file.
+
+    Raises:
+        ConfigError: no such file, not a numpy file, no 1-D numeric array, or NaN/inf values (one line each).
+    """
+    what = f"scores file {path}"
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"{what}: {e.strerror or e} (--proxy scores:FILE needs a .npy or .npz of memorization "
+                          "scores)") from None
+    if not os.path.isfile(path):
+        raise ConfigError(f"{what}: not a file")
+    stamp = (os.path.realpath(path), st.st_mtime_ns, st.st_size)
+    if stamp in _FILE_CACHE:
+        arr, key, sha = _FILE_CACHE[stamp]
+        return arr.copy(), key, sha
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise ConfigError(f"{what}: cannot read it ({e.strerror or e})") from None
+    sha = hashlib.sha256(blob).hexdigest()
+    try:
+        obj = np.load(io.BytesIO(blob), allow_pickle=False)
+    except Exception as e:  # numpy raises ValueError/OSError/EOFError/... for what is not its format
+        raise ConfigError(f"{what}: not a .npy or .npz numpy file ({' '.join(str(e).split())})") from None
+    key = ""
+    if hasattr(obj, "files"):  # .npz
+        if not obj.files:
+            raise ConfigError(f"{what}: the .npz holds no arrays")
+        key = next((k for k in SCORES_ARRAYS if k in obj.files), obj.files[0])
+        try:
+            obj = obj[key]
+        except Exception as e:
+            raise ConfigError(f"{what}: cannot read array {key!r} ({' '.join(str(e).split())})") from None
+    arr = np.asarray(obj)
+    where = f"{what}{f' (array {key!r})' if key else ''}"
+    if arr.ndim != 1 or arr.dtype.kind not in "biuf":
+        raise ConfigError(f"{where}: expected a 1-D array of numbers (one score per example), got {arr.dtype} "
+                          f"with shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ConfigError(f"{where}: {int(bad.sum())} of its {len(arr)} scores are NaN or inf (first at index "
+                          f"{int(np.flatnonzero(bad)[0])})")
+    _FILE_CACHE[stamp] = (arr, key, sha)
+    return arr.copy(), key, sha
+
+
+def scores_for_dataset(arr: np.ndarray, path: str, data) -> np.ndarray:
+    """The scores of the training split's ids from scores in the official training order of `data.Dataset`."""
+    if len(arr) != data.source_size:
+        raise ConfigError(f"scores file {path}: has {len(arr)} scores, expected {data.source_size} (one per example "
+                          f"of {data.name}'s official training set, in its official order)")
+    return arr[data.train_source_index]
+
+
+def _from_file(ws: Workspace, proxy: str, path: str, return_info: bool):
+    arr, array, sha = read_scores_file(path)
+    key = artifact_key("proxy", proxy="scores", sha256=sha, array=array, data=ws.data.fingerprint())
+    source = (f"scores file {path}{f' array {array!r}' if array else ''} (sha256 {sha[:16]}), official training "
+              "order mapped to the training split's ids")
+
+    def build() -> dict:
+        t0 = time.perf_counter()
+        scores = scores_for_dataset(arr, path, ws.data)
+        return {"scores": torch.from_numpy(np.ascontiguousarray(scores)), "seconds": time.perf_counter() - t0,
+                "proxy": "scores", "source": source, "sha256": sha}
+
+    art, built = ws.store.get_or_build("proxy", key, build)
+    scores = art["scores"].numpy().astype(np.float64, copy=True)
+    if not return_info:
+        return scores
+    return scores, {"proxy": proxy, "model": "file", "source": source, "follows_model": False, "sha256": sha,
+                    "built": built, "seconds": float(art["seconds"]) if built else 0.0}

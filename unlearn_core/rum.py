@@ -3,7 +3,8 @@
 Refinement (reference/algorithms.md §3.2): by a memorization level (`proxies.memorization`, high =
 memorized) a request's forget set becomes three groups — low, mid, high. When the request was selected as
 a mix by the same proxy, its mix groups are used as they are (the reference's fixed counts select and
-refine at once); otherwise `split_by_score` splits the forget set into three equal parts by score.
+refine at once); otherwise `split_by_score` splits the forget set into three parts by score (sizes as the mix:
+high and mid n//3, low the rest), ties in the request's seeded random order.
 
 Meta-algorithm (§3.3, §3.4): the groups are unlearned in three *stages*, low → mid → high, each with its own
 algorithm (`none`, `finetune`, `neggrad_plus`, `scrub`) and hyperparameters, each a complete run with a
@@ -37,9 +38,9 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError, LossDiverged
-from .forget import retain_ids, validate_ids
+from .forget import retain_ids, tie_order, validate_ids
 from .metrics import accuracy, predict_probs
-from .proxies import PROXIES
+from .proxies import check_proxy_name
 from .unlearning import ALGORITHMS, Request, config_dict, make_config
 
 LEVELS = ("low", "mid", "high")
@@ -120,7 +121,7 @@ class RumConfig:
         object.__setattr__(self, "plan", plan_dict(stages))  # every field explicit, as records store it
         object.__setattr__(self, "_stages", stages)
         if self.proxy is not None:
-            PROXIES.get(self.proxy)
+            check_proxy_name(self.proxy)  # a `PROXIES` name or scores:FILE
 
     @property
     def stages(self) -> list[tuple[str, Any]]:
@@ -133,10 +134,11 @@ class RumConfig:
 
 # ---------------------------------------------------------------------------------------------- the groups
 
-def split_by_score(scores: np.ndarray, forget_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An equal three-way split of `forget_ids` by memorization level: (low, mid, high), sorted ids.
+def split_by_score(scores: np.ndarray, forget_ids, *, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A three-way split of `forget_ids` by memorization level: (low, mid, high), sorted ids.
 
-    Sizes as `forget.mix_groups`: high and mid n//3 each, low the rest; ties keep id order (stable sort).
+    Sizes as `forget.mix_groups`: high and mid n//3 each, low the rest (n − 2·(n//3)). Tied scores are
+    ordered by `forget.tie_order(len(scores), seed)`, a seeded random order, never by id.
     """
     s = np.asarray(scores, dtype=np.float64)
     ids = validate_ids(forget_ids, len(s))
@@ -144,7 +146,7 @@ def split_by_score(scores: np.ndarray, forget_ids) -> tuple[np.ndarray, np.ndarr
         raise ConfigError(f"RUM needs a forget set of at least 3 examples (one per group), got {len(ids)}")
     if not np.isfinite(s[ids]).all():
         raise ConfigError("scores of the forget set must be finite")
-    order = ids[np.argsort(s[ids], kind="stable")]
+    order = ids[np.lexsort((tie_order(len(s), seed)[ids], s[ids]))]
     k = len(ids) // 3
     low, mid, high = order[:len(ids) - 2 * k], order[len(ids) - 2 * k:len(ids) - k], order[len(ids) - k:]
     return np.sort(low), np.sort(mid), np.sort(high)
@@ -206,7 +208,7 @@ class Rum:
         if request.groups is not None and request.group_proxy == cfg.proxy:
             groups = request.groups  # a mix by the same proxy: its fixed-count groups, as the reference
         else:
-            groups = split_by_score(request.scores[cfg.proxy], request.forget_ids)
+            groups = split_by_score(request.scores[cfg.proxy], request.forget_ids, seed=request.seed)
         self.groups = check_groups(groups, n_train, request.earlier)
         self.epoch, self.stage, self.inner = 0, 0, None
         self.records: list[dict] = []

@@ -12,7 +12,9 @@ Everything that runs unlearning — the CLI, a trial, a final re-run, a study ce
 2. its forget set is selected from what remains (`forget.select_request`); a mix and RUM rank by memorization
    scores computed on the original for request 0, and for later requests on the current model
    (`selection="current"`, the reference's rule) or on the model retrained without the earlier requests
-   (`selection="retrain"`, the same sets for every configuration);
+   (`selection="retrain"`, the same sets for every configuration) — for proxies that follow the model
+   (hold-out, `*_current`); learning-event proxies always rank by the original's recorded training events and
+   `scores:FILE` by the file (`proxies.memorization`);
 3. it is scored against the model retrained from scratch without F1 ∪ … ∪ Fj, on forget = Fj
    (`references.reference_metrics`);
 4. the algorithm (`ALGORITHMS`, RUM included) unlearns it epoch by epoch; a loss that diverges ends the run,
@@ -41,7 +43,7 @@ from .environment import environment
 from .errors import ConfigError, LossDiverged
 from .forget import class_forget, request_classes, retain_ids, select_request, validate_ids
 from .metrics import tow, tow_mia
-from .proxies import PROXIES, memorization, weights_sha
+from .proxies import check_proxy, memorization, proxy_center, weights_sha
 from .references import METRIC_KEYS, original, reference_metrics, retrain
 from .rum import weights_finite
 from .spec import SELECTIONS, ExperimentSpec
@@ -208,7 +210,8 @@ class Run:
         else:
             forget_ids, groups = select_request(
                 spec.forget, self._pool(), index=j, size=spec.resolved_forget_size, seed=spec.seed,
-                labels=ws.data.train.y, classes=self.classes[j] if self.classes else (), scores=scores.get(spec.proxy))
+                labels=ws.data.train.y, classes=self.classes[j] if self.classes else (), scores=scores.get(spec.proxy),
+                center=proxy_center(spec.proxy))
         self.log(f"request {j + 1}/{self.requests}: {len(forget_ids)} examples to forget ({spec.forget}), "
                  f"{sum(map(len, self.earlier))} forgotten before")
         ref = reference_metrics(ws, forget_ids, self.earlier)
@@ -378,7 +381,7 @@ def check(spec: ExperimentSpec, algorithm: str, params: Optional[Mapping[str, An
     requests = _count(requests)
     if selection not in SELECTIONS:
         raise ConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
-    PROXIES.get(spec.proxy)  # a typo is a typo, even where the proxy is not used
+    check_proxy(spec.proxy)  # a typo is a typo, even where the proxy is not used (scores:FILE: the file is read)
     if spec.forget == "class":
         request_classes(spec.forget_classes, requests)
     if forget_ids is not None:
@@ -412,5 +415,6 @@ def start(spec: ExperimentSpec, algorithm: str, params: Optional[Mapping[str, An
     ws = workspace or Workspace(spec, log=log)
     ws.check_spec(spec)
     check_sizes(spec, len(ws.train), ws.data.train.y, m, requests, forget_ids)
+    check_proxy(spec.proxy, ws.data)  # a scores file must have one score per official training example
     return Run(ws, spec, m, requests=int(requests), selection=selection, forget_ids=forget_ids,
                evaluate_every_epoch=evaluate_every_epoch, mia_at=mia_at, on_request=on_request, log=log)
