@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout that is not pip
     sys.path.insert(0, str(ROOT))
 
 from unlearn_core import metrics  # noqa: E402
+from unlearn_core.environment import use_cpus  # noqa: E402
 
 TARGET_S = 0.5  # issue #14: CPU seconds per evaluation (features + fit + predict) on one core
 
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
     ap.add_argument("--attacks", nargs="+", default=[metrics.REPORTED_ATTACK], choices=metrics.ATTACKS)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    use_cpus(1)  # one core: the figure is per core
 
     got = tiny_logits(args) if args.tiny else real_logits(args)
     if got is None:

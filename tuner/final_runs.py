@@ -1,16 +1,18 @@
-"""Winners: re-run the best configs of a search on more seeds and rank them by the 95 % lower bound.
+"""Winners: re-run the best configs of a search on fresh seeds; select on validation, report on test.
 
 A search ranks configs on one seed, which flatters lucky configs. The top-k of each (dataset, arch), plus the
-paper's own config (so the table shows how much the search beat it), are re-run at full fidelity on
-`--final-seeds` seeds as Ray tasks through the run driver; each candidate's objective gets a mean and Student-t
-interval over the seeds, and the winner is the candidate with the highest lower bound. A diverged run scores
-0 (the run driver's rule) and counts in n.
+paper's own config, are re-run at full fidelity on `--final-seeds` seeds — never the search seed — as Ray tasks
+through the run driver, with both views: the *selection* objective (validation data only) picks the winner by
+the highest lower bound of its 95 % Student-t interval; the *report* metrics (the paper's, on the test set,
+which nothing in the search or the winner rule read) are what the table publishes, with the paired difference
+winner − paper on the same seeds. A diverged run scores 0 (the run driver's rule) and counts in n.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Callable, Sequence
 
+import numpy as np
 import ray
 
 from unlearn_core.data import Dataset
@@ -20,13 +22,15 @@ from unlearn_core.spec import ExperimentSpec
 from .progress import as_completed
 
 OBJECTIVES = ("tow", "tow_mia", "both")
+KEYS = ("sel_tow", "sel_tow_mia", "tow", "tow_mia")  # selection view, report view
 
 
-def objective_value(row: dict, objective: str) -> float:
-    """The number a candidate is ranked by: ToW, ToW-MIA, or (for `both`) their mean."""
+def objective_value(row: dict, objective: str, view: str = "selection") -> float:
+    """ToW, ToW-MIA, or (for `both`) their mean, of a view: `sel_tow`/`sel_tow_mia` or `tow`/`tow_mia`."""
+    p = "sel_" if view == "selection" else ""
     if objective == "both":
-        return (row["tow"] + row["tow_mia"]) / 2
-    return row[objective]
+        return (row[p + "tow"] + row[p + "tow_mia"]) / 2
+    return row[p + objective]
 
 
 def _run_one(spec: ExperimentSpec, dataset: Dataset, algorithm: str, params: dict, requests: int, selection: str,
@@ -36,9 +40,10 @@ def _run_one(spec: ExperimentSpec, dataset: Dataset, algorithm: str, params: dic
     from unlearn_core.workspace import Workspace
 
     use_cpus(cpus)
-    rec = start(spec, algorithm, params, Workspace(spec, dataset), requests=requests, selection=selection).run()
-    return {"tow": rec["tow"], "tow_mia": rec["tow_mia"], "unlearn_seconds": rec["unlearn_seconds"],
-            "diverged": rec["diverged"], "record": rec}
+    rec = start(spec, algorithm, params, Workspace(spec, dataset), requests=requests, selection=selection,
+                views=("selection", "report")).run()
+    return {**{k: rec[k] for k in KEYS}, "unlearn_seconds": rec["unlearn_seconds"], "diverged": rec["diverged"],
+            "record": rec}
 
 
 def rerun(candidates: Sequence[dict], base: ExperimentSpec, dataset: Dataset, seeds: Sequence[int], *,
@@ -57,18 +62,38 @@ def rerun(candidates: Sequence[dict], base: ExperimentSpec, dataset: Dataset, se
     for (i, s), r in as_completed(jobs):
         runs[i].append({"seed": s, **r})
         log(f"  final {sum(map(len, runs.values()))}/{len(jobs)}: {candidates[i]['label']} seed {s} "
-            f"tow {r['tow']:.4f} tow_mia {r['tow_mia']:.4f}" + (" (diverged: scores 0)" if r["diverged"] else ""))
+            f"selection ToW {r['sel_tow']:.4f} ToW-MIA {r['sel_tow_mia']:.4f}"
+            + (" (diverged: scores 0)" if r["diverged"] else ""))
+    return rank([{**c, "runs": sorted(runs[i], key=lambda r: r["seed"])} for i, c in enumerate(candidates)],
+                 objective, seed=base.seed)
+
+
+def rank(candidates: Sequence[dict], objective: str, *, seed: int) -> list[dict]:
+    """Candidates ({"label", "params", "runs": per-seed rows with sel_*/report keys, seed, diverged}) with
+    intervals, best first: the highest lower 95 % bound of the selection objective wins; exact ties go by a
+    random order seeded with `seed` (never by position or id)."""
     out = []
-    for i, c in enumerate(candidates):
-        rs = sorted(runs[i], key=lambda r: r["seed"])
-        row = {**c, "seeds": [r["seed"] for r in rs], "runs": rs}
-        for key in ("tow", "tow_mia"):
-            m, lo, hi = mean_ci([r[key] for r in rs])
-            row[key] = {"mean": m, "low": lo, "high": hi}
-        m, lo, hi = mean_ci([objective_value(r, objective) for r in rs])
-        row["objective"] = {"mean": m, "low": lo, "high": hi}
+    for c in candidates:
+        rs = c["runs"]
+        row = {**c, "seeds": [r["seed"] for r in rs]}
+        for key in KEYS:
+            row[key] = ci([r[key] for r in rs])
+        row["objective"] = ci([objective_value(r, objective) for r in rs])  # selection view: the winner rule
         row["unlearn_seconds"] = sum(r["unlearn_seconds"] for r in rs) / len(rs)
         row["diverged_runs"] = sum(1 for r in rs if r["diverged"])
         out.append(row)
-    out.sort(key=lambda r: (-r["objective"]["low"], -r["objective"]["mean"]))
-    return out
+    order = np.random.default_rng(seed).permutation(len(out))
+    ranked = sorted(range(len(out)), key=lambda i: (-out[i]["objective"]["low"], -out[i]["objective"]["mean"],
+                                                  order[i]))
+    return [out[i] for i in ranked]
+
+
+def ci(values) -> dict:
+    m, lo, hi = mean_ci(list(values))
+    return {"mean": m, "low": lo, "high": hi}
+
+
+def paired(a: dict, b: dict, key: str) -> dict:
+    """Mean and 95 % interval of a − b over the seeds both ran (the same seeds, hence the same data and retrains)."""
+    by_seed = {r["seed"]: r[key] for r in b["runs"]}
+    return ci([r[key] - by_seed[r["seed"]] for r in a["runs"] if r["seed"] in by_seed])

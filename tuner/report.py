@@ -61,11 +61,13 @@ def report_search(exp_dir: str) -> str:
         tag = f"{dataset}-{arch}"
         lines += [f"## {dataset} / {arch}", ""]
         study = optuna.load_study(study_name=tag, storage=optuna_storage(settings["optuna_url"]))
-        names = ["ToW", "ToW-MIA"] if len(study.directions) == 2 else [("ToW-MIA" if settings["objective"] == "tow_mia" else "ToW")]
+        # the study holds the selection view (validation data) of each trial that ran its whole schedule
+        names = (["selection ToW", "selection ToW-MIA"] if len(study.directions) == 2
+                 else [("selection ToW-MIA" if settings["objective"] == "tow_mia" else "selection ToW")])
         made = []
         for i, name in enumerate(names):
             idx = i if len(names) == 2 else None
-            slug = name.lower().replace("-", "_")
+            slug = name.split()[-1].lower().replace("-", "_")
             made.append(figures.optuna_figure("history", study, target_index=idx, target_name=name,
                                               title=f"{alg} on {dataset}/{arch}: {name} per trial",
                                               path=os.path.join(fig_dir, f"{tag}-history-{slug}.png")))
@@ -74,20 +76,20 @@ def report_search(exp_dir: str) -> str:
                                               path=os.path.join(fig_dir, f"{tag}-importance-{slug}.png")))
         done = trials[(trials.get("dataset") == dataset) & (trials.get("arch") == arch) &
                       (trials.get("status") == "completed")] if len(trials) else trials
-        pts = [{"tow": float(r.tow), "tow_mia": float(r.tow_mia),
+        pts = [{"tow": float(r.sel_tow), "tow_mia": float(r.sel_tow_mia),
                 "seconds": float(r.time_total_s) * (gpus or 1.0), "neg_seconds": -float(r.time_total_s) * (gpus or 1.0)}
                for r in done.itertuples()]
         if pts:
-            made.append(figures.pareto(pts, pareto_front(pts), x="tow", y="tow_mia", xlabel="ToW", ylabel="ToW-MIA",
-                                       title=f"{alg} on {dataset}/{arch}: ToW vs ToW-MIA",
+            made.append(figures.pareto(pts, pareto_front(pts), x="tow", y="tow_mia", xlabel="selection ToW (val)",
+                                       ylabel="selection ToW-MIA (val)", title=f"{alg} on {dataset}/{arch}: ToW vs ToW-MIA",
                                        path=os.path.join(fig_dir, f"{tag}-pareto-tow-vs-tow_mia.png")))
             made.append(figures.pareto(pts, pareto_front(pts, keys=("tow", "neg_seconds")), x="seconds", y="tow",
-                                       xlabel=sec_label, ylabel="ToW",
+                                       xlabel=sec_label, ylabel="selection ToW (val)",
                                        title=f"{alg} on {dataset}/{arch}: ToW vs cost",
                                        path=os.path.join(fig_dir, f"{tag}-pareto-tow-vs-seconds.png")))
         lines += [f"![{os.path.basename(p)}](figures/{os.path.basename(p)})" for p in made if p] + [""]
     if best:
-        lines += ["## Best configs (winner and the paper's config, re-run on the same seeds)", "",
+        lines += ["## Best configs (selected on validation data, reported on the test set over fresh seeds)", "",
                   best_configs_markdown(best)]
     out = os.path.join(exp_dir, "report.md")
     with open(out, "w") as f:

@@ -9,25 +9,40 @@ import json
 import os
 import time
 
+import numpy as np
+
 from unlearn_core.errors import ConfigError
 
 from .files import write_json, write_text
-from .final_runs import objective_value, rerun
+from .final_runs import objective_value, paired, rerun
 from .outputs import best_configs_markdown, pareto_front, trials_table
 from .settings import SearchSettings, check_experiment
 
-MAX_EPOCHS = 10  # the flat spaces' largest `epochs`: ASHA's max_t (rungs at 3 and 9: epoch-1 ToW says little,
-#                 since every config still sits near the original then)
-GRACE, REDUCTION = 3, 3
+# ASHA's clock is `progress`, percent of a trial's own schedule: rungs at 30 % and 90 % (early ToW says little,
+# since every config still sits near the original then), so schedules of different lengths meet at the same share.
+MAX_PROGRESS, GRACE, REDUCTION = 100, 30, 3
 
 
 def asha_rungs() -> tuple[int, ...]:
-    """The evaluations at which ASHA compares trials (grace · reduction^k below max_t): 3, 9."""
+    """The progress values at which ASHA compares trials (grace · reduction^k below max_t): 30, 90."""
     out, t = [], GRACE
-    while t < MAX_EPOCHS:
+    while t < MAX_PROGRESS:
         out.append(t)
         t *= REDUCTION
     return tuple(out)
+
+
+def asha(objective: str):
+    """The scheduler of a search: ASHA over `progress`, ranking by the selection view of the objective."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="progress", metric=asha_metric(objective), mode="max", max_t=MAX_PROGRESS,
+                         grace_period=GRACE, reduction_factor=REDUCTION)
+
+
+def asha_metric(objective: str) -> str:
+    """ASHA needs one metric; with `both` it ranks by ToW (every trial still reports both)."""
+    return "sel_tow_mia" if objective == "tow_mia" else "sel_tow"
 
 
 def log(msg: str) -> None:
@@ -102,15 +117,6 @@ def trial_resources(s: SearchSettings, res: dict) -> tuple[float, float, int]:
     return c, g, max(1, s.max_concurrent or limit)
 
 
-def seeds_of(s: SearchSettings) -> tuple[int, list[int]]:
-    """(the search seed, the final seeds): --seeds extended with 1, 2, ... up to --final-seeds."""
-    seeds = list(s.seeds)
-    extra = (x for x in range(10_000) if x not in seeds)
-    while len(seeds) < s.final_seeds:
-        seeds.append(next(extra))
-    return seeds[0], seeds[:s.final_seeds]
-
-
 def run_search(s: SearchSettings) -> int:
     import ray
 
@@ -124,14 +130,14 @@ def run_search(s: SearchSettings) -> int:
     check_experiment(s, datasets)
     res = connect(s)
     cpus, gpus, concurrent = trial_resources(s, res)
-    search_seed, final_seeds = seeds_of(s)
+    search_seed, final_seeds = s.search_seed, list(s.final_seeds)
     if not s.resume:
         write_json(f"{s.exp_dir}/search.json", {
             "settings": s.to_json(), "env": environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "search_seed": search_seed, "final_seeds": final_seeds,
+            "search_seed": search_seed, "final_seeds": final_seeds,  # disjoint: finals never repeat a search run
             "resources": {"cpus_per_trial": cpus, "gpus_per_trial": gpus, "max_concurrent": concurrent}}, indent=1)
     log(f"experiment: {s.exp_dir}\nOptuna study: optuna-dashboard {s.optuna_url}")
-    specs = [s.spec(d, ar, seed) for d, ar in s.pairs for seed in final_seeds]
+    specs = [s.spec(d, ar, seed) for d, ar in s.pairs for seed in [search_seed, *final_seeds]]
     prepare(specs, datasets, cpus=cpus, gpus=gpus, proxies=(s.proxy,) if s.needs_proxy else (),
             requests=s.requests, selection=s.selection, log=log)
 
@@ -156,7 +162,6 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
     """Run (or resume) the Tuner of one (dataset, arch); return its trial rows and whether it stopped early."""
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     import search_spaces
@@ -171,9 +176,9 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
         log(f"resuming {path}")
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     else:
-        # Optuna reads `final_*`: NaN until a trial's last evaluation (tuner/trainable.py says why)
-        metric, mode = ((["final_tow", "final_tow_mia"], ["max", "max"]) if s.objective == "both"
-                        else (f"final_{s.objective}", "max"))
+        # Optuna reads `final_sel_*`: NaN until a trial's last evaluation (tuner/trainable.py says why)
+        metric, mode = ((["final_sel_tow", "final_sel_tow_mia"], ["max", "max"]) if s.objective == "both"
+                        else (f"final_sel_{s.objective}", "max"))
         first = search_spaces.paper_config(s.algorithm, dataset, arch)
         paper = [first] + ([c for c in space.paper_configs if c != first] if s.num_samples >= 16 else [])
         extra = list(s.points)  # --points: evaluated before the paper's configs
@@ -182,17 +187,13 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
             space.define, metric=metric, mode=mode, points_to_evaluate=points[:s.num_samples],
             sampler=optuna.samplers.TPESampler(seed=s.sampler_seed),
             storage=optuna_storage(s.optuna_url), study_name=study_name)
-        # ASHA needs one metric; with `both` it ranks by ToW (every trial still reports both). Its clock is the
-        # trial's own count of evaluations (epochs of one request; requests of several), saved with its state.
-        asha_metric = "tow" if s.objective != "tow_mia" else "tow_mia"
-        scheduler = ASHAScheduler(time_attr="evaluation", metric=asha_metric, mode="max", max_t=MAX_EPOCHS,
-                                  grace_period=GRACE, reduction_factor=REDUCTION)
+        scheduler = asha(s.objective)
         tuner = tune.Tuner(
             trainable,
             param_space={"spec": dataclasses.asdict(s.spec(dataset, arch, seed)), "space": space.name,
                          "algorithm": space.algorithm, "cpus_per_trial": cpus, "requests": s.requests,
                          "selection": s.selection, "state_dir": f"{s.exp_dir}/trial-state",
-                         "mia_evaluations": list(asha_rungs()) if asha_metric == "tow_mia" else []},
+                         "rungs": list(asha_rungs()), "mia_at_rungs": asha_metric(s.objective) == "sel_tow_mia"},
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
                                         max_concurrent_trials=concurrent),
             # No Tune checkpoints: each trial keeps its own latest state (tuner/trial_state.py says why).
@@ -210,9 +211,9 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
         rows.append({"dataset": dataset, "arch": arch, "trial_id": m.get("trial_id", os.path.basename(r.path)),
                      "status": trial_status(m, r.error is not None, interrupted),
                      "prune_reason": m.get("prune_reason", "") or (str(r.error)[:200] if r.error else ""),
-                     **{k: m.get(k) for k in ("epoch", "request", "tow", "tow_mia", "forget_acc", "retain_acc",
-                                              "val_acc", "test_acc", "mia", "unlearn_seconds", "time_total_s",
-                                              "node_id")},
+                     **{k: m.get(k) for k in ("progress", "epoch", "request", "sel_tow", "sel_tow_mia",
+                                              "forget_acc", "retain_acc", "val_acc", "sel_mia", "unlearn_seconds",
+                                              "time_total_s", "node_id")},
                      "params": json.dumps(search_spaces.to_config_params(space, r.config)) if r.config else "{}"})
     if not interrupted:
         remove_states(f"{s.exp_dir}/trial-state")  # no trial will be restored any more: free their weights
@@ -265,11 +266,14 @@ def trial_status(metrics: dict, errored: bool, interrupted: bool) -> str:
 
 def finalize_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, rows: list[dict], seeds: list[int],
                   cpus: float, gpus: float) -> dict:
-    """Top-k completed trials + the paper's config, re-run on the final seeds; winner by the 95 % lower bound."""
+    """Top-k completed trials + the paper's config, re-run on the fresh final seeds; winner by the lower 95 %
+    bound of the selection objective; the report view and the paired difference winner − paper published."""
     import search_spaces
 
     completed = [r for r in rows if r["status"] == "completed"]
-    completed.sort(key=lambda r: -objective_value(r, s.objective))
+    tie = np.random.default_rng(s.sampler_seed).permutation(len(completed))  # ties: seeded order, never by id
+    completed = [completed[i] for i in sorted(range(len(completed)),
+                                              key=lambda i: (-objective_value(completed[i], s.objective), tie[i]))]
     paper = search_spaces.to_config_params(s.algorithm, search_spaces.paper_config(s.algorithm, dataset, arch))
     cands, seen = [{"label": "paper", "params": paper, "search": None}], [paper]
     for r in completed:
@@ -280,22 +284,27 @@ def finalize_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, rows:
             continue
         seen.append(p)
         cands.append({"label": f"trial {r['trial_id']}", "params": p,
-                      "search": {"tow": r["tow"], "tow_mia": r["tow_mia"]}})
+                      "search": {"sel_tow": r["sel_tow"], "sel_tow_mia": r["sel_tow_mia"]}})
     ranked = rerun(cands, s.spec(dataset, arch, seeds[0]), dataset_obj, seeds,
                    algorithm=search_spaces.get_space(s.algorithm).algorithm, requests=s.requests,
                    selection=s.selection, cpus=cpus, gpus=gpus, objective=s.objective, log=log)
-    best = ranked[0]
+    best, paper_row = ranked[0], next(c for c in ranked if c["label"] == "paper")
+    searched = next((c for c in ranked if c["label"] != "paper"), None)
+    versus = searched if best is paper_row else best  # the searched config the paper is compared with
     return {"dataset": dataset, "arch": arch, "algorithm": s.algorithm, "objective_name": s.objective,
-            "params": best["params"], "label": best["label"], "tow": best["tow"], "tow_mia": best["tow_mia"],
-            "objective": best["objective"], "seeds": best["seeds"], "trials_run": len(rows),
+            "beats_paper": best is not paper_row, "label": best["label"], "params": best["params"],
+            **{k: best[k] for k in ("sel_tow", "sel_tow_mia", "tow", "tow_mia", "objective", "seeds")},
+            "diverged_runs": best["diverged_runs"], "search_seed": s.search_seed, "trials_run": len(rows),
             "trials": {st: sum(1 for r in rows if r["status"] == st) for st in ("completed", "stopped", "pruned", "error")},
             "gpu_seconds": sum((r.get("time_total_s") or 0) for r in rows) * gpus,
             "trial_seconds": sum((r.get("time_total_s") or 0) for r in rows),
-            "paper": next(c for c in ranked if c["label"] == "paper"),
-            "candidates": [{k: c[k] for k in ("label", "params", "tow", "tow_mia", "objective", "seeds", "search",
-                                               "unlearn_seconds", "diverged_runs")} for c in ranked],
-            "pareto_front": [{k: r[k] for k in ("trial_id", "tow", "tow_mia", "params")}
-                             for r in pareto_front(completed)]}
+            "paper": paper_row, "compared": versus["label"] if versus else None,
+            "difference": ({k: paired(versus, paper_row, k) for k in ("tow", "tow_mia")} if versus else None),
+            "candidates": [{k: c[k] for k in ("label", "params", "sel_tow", "sel_tow_mia", "tow", "tow_mia",
+                                               "objective", "seeds", "search", "unlearn_seconds", "diverged_runs")}
+                           for c in ranked],
+            "pareto_front": [{k: r[k] for k in ("trial_id", "sel_tow", "sel_tow_mia", "params")}
+                             for r in pareto_front(completed, keys=("sel_tow", "sel_tow_mia"))]}
 
 
 def write_outputs(s: SearchSettings, summary: list[dict]) -> None:
@@ -305,9 +314,11 @@ def write_outputs(s: SearchSettings, summary: list[dict]) -> None:
     write_json(f"{s.exp_dir}/best_configs.json", clean, indent=1)  # per-seed records stay in final runs
     write_text(f"{s.exp_dir}/best_configs.md", best_configs_markdown(summary))
     flat = [{"dataset": x["dataset"], "arch": x["arch"], "algorithm": x["algorithm"], "objective": x["objective_name"],
-             "tow": x["tow"]["mean"], "tow_low": x["tow"]["low"], "tow_high": x["tow"]["high"],
-             "tow_mia": x["tow_mia"]["mean"], "tow_mia_low": x["tow_mia"]["low"], "tow_mia_high": x["tow_mia"]["high"],
-             "seeds": " ".join(map(str, x["seeds"])), "params": json.dumps(x["params"])} for x in summary]
+             "recommended": x["label"], "beats_paper": x["beats_paper"],
+             **{f"{k}{suffix}": x[k][stat] for k in ("sel_tow", "sel_tow_mia", "tow", "tow_mia")
+                for suffix, stat in (("", "mean"), ("_low", "low"), ("_high", "high"))},
+             "seeds": " ".join(map(str, x["seeds"])), "search_seed": x["search_seed"],
+             "diverged_runs": x["diverged_runs"], "params": json.dumps(x["params"])} for x in summary]
     write_text(f"{s.exp_dir}/best_configs.csv", pd.DataFrame(flat).to_csv(index=False))
     fronts = [{"dataset": x["dataset"], "arch": x["arch"], **p} for x in summary for p in x["pareto_front"]]
     write_text(f"{s.exp_dir}/pareto_front.csv", pd.DataFrame(fronts).to_csv(index=False))

@@ -32,20 +32,20 @@ class SearchSettings:
     data_dir: Optional[str] = None
     split_seed: int = 1
     train_epochs: Optional[int] = None
-    forget: str = "random"
+    forget: str = "mix"
     forget_size: Optional[int] = None
     forget_classes: tuple[int, ...] = (0,)
     proxy: str = "confidence"
     requests: int = 1
-    selection: str = "current"
+    selection: str = "retrain"
     device: Optional[str] = None
     objective: str = "both"
     num_samples: int = 8
     gpus_per_trial: Optional[float] = None
     cpus_per_trial: float = 1.0
     max_concurrent: Optional[int] = None
-    seeds: tuple[int, ...] = (0,)
-    final_seeds: int = 2
+    search_seed: int = 0                  # the model seed every trial uses
+    final_seeds: tuple[int, ...] = (1, 2, 3)  # fresh seeds of the final re-runs, never the search seed
     top_k: int = 2
     sampler_seed: int = 0
     max_failures: int = 2
@@ -81,8 +81,18 @@ class SearchSettings:
     @classmethod
     def from_json(cls, d: dict) -> "SearchSettings":
         known = {f.name for f in dataclasses.fields(cls)}
-        tuples = {"datasets", "archs", "forget_classes", "seeds", "points"}
+        tuples = {"datasets", "archs", "forget_classes", "final_seeds", "points"}
         return cls(**{k: (tuple(v) if k in tuples else v) for k, v in d.items() if k in known})
+
+
+def default_final_seeds(datasets) -> int:
+    """The paper's 5 seeds on CIFAR; 3 on the embedded default (what fits its 3-minute budget)."""
+    return 3 if all(d == "digits" for d in datasets) else 5
+
+
+def fresh_seeds(search_seed: int, n: int) -> tuple[int, ...]:
+    """n seeds other than the search seed (0, 1, 2, ... skipping it): finals never repeat a search run."""
+    return tuple(x for x in range(n + 1) if x != search_seed)[:n]
 
 
 def check_address(address: str) -> None:
@@ -142,8 +152,8 @@ def _check_numbers(a) -> None:
         raise ConfigError(f"--gpus-per-trial must be a fraction in [0, 1] or a whole number, got {g}")
     if a.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial must be > 0, got {a.cpus_per_trial}")
-    if a.final_seeds < 1 or a.top_k < 0:
-        raise ConfigError("--final-seeds must be >= 1 and --top-k >= 0")
+    if (a.final_seeds is not None and a.final_seeds < 2) or a.top_k < 0:
+        raise ConfigError("--final-seeds must be >= 2 (an interval needs two runs) and --top-k >= 0")
     if a.max_concurrent is not None and a.max_concurrent < 1:
         raise ConfigError(f"--max-concurrent must be >= 1, got {a.max_concurrent}")
     if a.max_failures < 0:
@@ -160,7 +170,7 @@ def check_experiment(s: SearchSettings, datasets: dict) -> None:
     space = search_spaces.get_space(s.algorithm)
     params = search_spaces.to_config_params(space, search_spaces.paper_config(s.algorithm, *s.pairs[0]))
     for dataset, arch in s.pairs:
-        spec = s.spec(dataset, arch, s.seeds[0])
+        spec = s.spec(dataset, arch, s.search_seed)
         m = check(spec, space.algorithm, params, requests=s.requests, selection=s.selection)
         check_sizes(spec, len(datasets[dataset].train), datasets[dataset].train.y, m, s.requests)
         check_proxy(spec.proxy, datasets[dataset])  # scores:FILE: one score per official training example
@@ -207,9 +217,10 @@ def from_args(a) -> SearchSettings:
         store=a.store or f"{root}/artifacts", optuna_url=optuna_url, width=a.width, data_dir=a.data_dir,
         split_seed=a.split_seed, train_epochs=a.train_epochs, forget=a.forget, forget_size=a.forget_size,
         forget_classes=tuple(a.forget_classes) if a.forget_classes is not None else (0,), proxy=a.proxy,
-        requests=a.requests, selection=a.selection, device=a.device, objective=a.objective,
+        requests=a.requests, selection=a.selection or "retrain", device=a.device, objective=a.objective,
         num_samples=a.num_samples, gpus_per_trial=a.gpus_per_trial, cpus_per_trial=float(a.cpus_per_trial),
-        max_concurrent=a.max_concurrent, seeds=tuple(dict.fromkeys(a.seeds)), final_seeds=a.final_seeds,
+        max_concurrent=a.max_concurrent, search_seed=a.search_seed,
+        final_seeds=fresh_seeds(a.search_seed, a.final_seeds or default_final_seeds(a.dataset)),
         top_k=a.top_k, sampler_seed=a.sampler_seed, max_failures=a.max_failures, address=a.address,
         local_gpus=a.local_gpus, no_dashboard=a.no_dashboard, storage=a.storage,
         points=load_points(a.points, a.algorithm) if a.points else ())

@@ -1,10 +1,15 @@
-"""The Ray Tune trainable: one trial = one run of the run driver, reported after every evaluated epoch.
+"""The Ray Tune trainable: one trial = one run of the run driver, reported at each comparable evaluation.
 
-Thin on purpose (Ray Tune examples style): restore the run's saved state if there is one, then report every
-row that carries metrics. The run driver (`unlearn_core.run`) does the protocol; `TrialState` keeps the latest
-state so that a retried or resumed trial continues where it stopped. A diverging run ends as a finished trial
-with `pruned = 1`, its reason in `prune_reason` and ToW/ToW-MIA of 0 — never an ERROR that would cost the
-search a trial slot.
+Thin on purpose (Ray Tune examples style): restore the run's saved state if there is one, then report the rows
+the search may judge. What a trial reads is the *selection* view only (validation accuracy and a validation-
+based MIA, `sel_tow` / `sel_tow_mia`): it never evaluates the test split, which is kept for the report.
+
+Early stopping judges like with like: ASHA's clock is `progress` (percent of the trial's own schedule), and a
+row is reported only when its unlearner is `settled` — SCRUB after its max phase, RUM and sequential runs at
+request ends — so a paper-shaped SCRUB run is never compared while it is still forgetting. Optuna is told
+`final_sel_*`: NaN until the run's last row, so a trial ASHA stops never reaches the sampler with early values
+(the service marks it PRUNED). A diverging run ends as a finished trial with `pruned = 1`, its reason in
+`prune_reason` and objectives of 0 — never an ERROR that would cost the search a trial slot.
 """
 from __future__ import annotations
 
@@ -22,39 +27,49 @@ from unlearn_core.workspace import Workspace
 
 from .trial_state import TrialState
 
-REPORT_KEYS = ("evaluation", "epoch", "request", "tow", "tow_mia", "request_tow", "request_tow_mia", "forget_acc",
-               "retain_acc", "val_acc", "test_acc", "mia", "unlearn_seconds", "final", "pruned", "prune_reason")
+REPORT_KEYS = ("progress", "epoch", "request", "sel_tow", "sel_tow_mia", "request_sel_tow", "request_sel_tow_mia",
+               "forget_acc", "retain_acc", "val_acc", "sel_mia", "unlearn_seconds", "final")
+
+
+class Evaluations:
+    """Which epochs a trial evaluates: settled ones (accuracies), with the SVC MIA only at the first settled
+    row past each ASHA rung when ASHA ranks by ToW-MIA; several requests or RUM: request ends only."""
+
+    def __init__(self, rungs, mia_at_rungs: bool, last_progress: float = 0.0, per_epoch: bool = True):
+        self.rungs, self.mia_at_rungs, self.last, self.per_epoch = tuple(rungs), mia_at_rungs, last_progress, per_epoch
+
+    def __call__(self, row: dict) -> str:
+        if not self.per_epoch or not row["settled"]:
+            return ""
+        crossed = any(self.last < m <= row["progress"] for m in self.rungs)
+        self.last = row["progress"]
+        return "all" if crossed and self.mia_at_rungs else "acc"
 
 
 def run_trial(config: dict, dataset: Optional[Dataset] = None) -> None:
     """Trainable for `tune.with_parameters(run_trial, dataset=...)`; config = space params + `spec` and the run's
-    settings (`algorithm`, `space`, `requests`, `selection`, `cpus_per_trial`, `state_dir`)."""
+    settings (`algorithm`, `space`, `requests`, `selection`, `cpus_per_trial`, `state_dir`, `rungs`,
+    `mia_at_rungs`)."""
     use_cpus(config["cpus_per_trial"])
     spec = ExperimentSpec(**config["spec"])
     requests, algorithm = int(config["requests"]), config["algorithm"]
-    run = start(spec, algorithm, to_config_params(config["space"], config), Workspace(spec, dataset),
-                requests=requests, selection=config["selection"],
-                # one request: metrics every epoch (ASHA's rungs); several: at each request's end
-                evaluate_every_epoch=requests == 1 and algorithm != "rum",
-                # the SVC MIA only where something reads it: the rungs of an ASHA ranking by ToW-MIA, and the end
-                mia_at=set(config.get("mia_evaluations", ())).__contains__)
     state = TrialState(config["state_dir"], tune.get_context().get_trial_id())
-    saved, reports = state.load(), 0
+    saved = state.load()
+    if saved is not None and saved["run"] is None:  # it had finished: report its last row again (the snapshot
+        tune.report(saved["row"])                   # the search resumed from may predate it)
+        return
+    policy = Evaluations(config["rungs"], config["mia_at_rungs"], per_epoch=requests == 1 and algorithm != "rum",
+                         last_progress=saved["row"]["progress"] if saved else 0.0)
+    run = start(spec, algorithm, to_config_params(config["space"], config), Workspace(spec, dataset),
+                requests=requests, selection=config["selection"], views=("selection",), evaluate=policy)
     if saved is not None:
-        if saved["run"] is None:  # it had finished: report its last row again (the snapshot may predate it)
-            tune.report(saved["row"])
-            return
         run.load_state_dict(saved["run"])
-        reports = int(saved["reports"])
     node = ray.get_runtime_context().get_node_id()
     for row in run.epochs():
-        if "tow" not in row:
+        if "sel_tow" not in row:
             continue
-        reports += 1
-        metrics = {**{k: row[k] for k in REPORT_KEYS if k in row}, "evaluation": reports,
+        metrics = {**{k: row[k] for k in REPORT_KEYS if k in row},
                    "pruned": int(bool(row["diverged"])), "prune_reason": row["diverged"], "node_id": node,
-                   # what Optuna is told: the values of a run that reached its end; NaN before (an ASHA-stopped
-                   # trial never reaches the sampler with early values; the service marks it PRUNED)
-                   **{f"final_{k}": row[k] if row["final"] else float("nan") for k in ("tow", "tow_mia")}}
-        state.save(None if run.done else run.state_dict(), metrics, reports)  # before the report that needs it
+                   **{f"final_{k}": row[k] if row["final"] else float("nan") for k in ("sel_tow", "sel_tow_mia")}}
+        state.save(None if run.done else run.state_dict(), metrics)  # before the report that needs it
         tune.report(metrics)

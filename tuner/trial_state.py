@@ -23,14 +23,14 @@ class TrialState:
         self.url = f"{folder.rstrip('/')}/{trial_id}.pt"
 
     def load(self) -> Optional[dict]:
-        """{"run": run state or None, "row": last report, "reports": count} or None for a new trial."""
+        """{"run": run state or None (finished), "row": its last report} or None for a new trial."""
         fs, path = fsspec.core.url_to_fs(self.url)
         if not fs.exists(path):
             return None
         with fs.open(path, "rb") as f:
             return torch.load(io.BytesIO(f.read()), weights_only=True, map_location="cpu")
 
-    def save(self, run_state: Optional[dict], row: dict, reports: int) -> None:
+    def save(self, run_state: Optional[dict], row: dict) -> None:
         buf = io.BytesIO()
-        torch.save({"run": run_state, "row": row, "reports": reports}, buf)
+        torch.save({"run": run_state, "row": row}, buf)
         write_atomic(self.url, buf.getvalue())

@@ -83,10 +83,11 @@ def add_experiment_args(p: argparse.ArgumentParser, *, several: bool = False, fo
     g.add_argument("--requests", type=int, default=1, metavar="K",
                    help="sequential deletion requests: request j forgets a new set from what remains, starting "
                         "from request j-1's model, scored against a retrain without all sets so far (default 1)")
-    g.add_argument("--selection", choices=SELECTIONS, default="current",
+    g.add_argument("--selection", choices=SELECTIONS, default=None,
                    help="for a mix over several requests, which model ranks requests 2..K: 'current' (the "
-                        "unlearned model, the reference's rule) or 'retrain' (the model retrained without the "
-                        "earlier requests: the same sets for every configuration) (default current)")
+                        "unlearned model, the reference's rule; default of a single run) or 'retrain' (the model "
+                        "retrained without the earlier requests: the same sets and retrains for every "
+                        "configuration; default of a search)")
 
     g = p.add_argument_group("where it runs")
     g.add_argument("--store", default=None, metavar="PATH_OR_URI",

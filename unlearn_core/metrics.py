@@ -255,25 +255,27 @@ def _get(record: Mapping, key: str) -> float:
         raise ConfigError(f"metrics record has no {key!r} (has: {', '.join(map(str, record))})") from None
 
 
-def tow(u: Mapping, r: Mapping) -> float:
+def tow(u: Mapping, r: Mapping, *, held_out: str = "test_acc") -> float:
     """Tug-of-War (§4.3): Π over forget/retain/test of (1 − |A(u) − A(r)|/100).
 
     `u` is the unlearned model's record, `r` the retrained-from-scratch model's; accuracies in percent.
+    `held_out="val_acc"` puts the validation accuracy in the test term: the selection view, which a search
+    may read without ever scoring on the test split.
     """
     out = 1.0
-    for k in ACC_KEYS:
+    for k in ("forget_acc", "retain_acc", held_out):
         out *= 1.0 - abs(_get(u, k) - _get(r, k)) / 100.0
     return out
 
 
-def tow_mia(u: Mapping, r: Mapping) -> float:
+def tow_mia(u: Mapping, r: Mapping, *, held_out: str = "test_acc", mia: str = "mia") -> float:
     """ToW-MIA (§4.3): ToW with the forget-accuracy term replaced by (1 − |MIA(u) − MIA(r)|).
 
     `mia` is the `confidence` attack's 0–1 fraction (not divided by 100); `r`'s is the retrained model's
-    own MIA score on the same forget set.
+    own MIA score on the same forget set. `held_out` / `mia` name the keys of another view (see `tow`).
     """
-    out = 1.0 - abs(_get(u, "mia") - _get(r, "mia"))
-    for k in ("retain_acc", "test_acc"):
+    out = 1.0 - abs(_get(u, mia) - _get(r, mia))
+    for k in ("retain_acc", held_out):
         out *= 1.0 - abs(_get(u, k) - _get(r, k)) / 100.0
     return out
 

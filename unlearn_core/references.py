@@ -22,7 +22,8 @@ from .training import train
 from .workspace import Workspace
 
 EVENT_KEYS = ("confidence", "max_conf", "neg_entropy", "correct")  # what the original's training records
-METRIC_KEYS = ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia")
+METRIC_KEYS = ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia")        # the report view
+SELECTION_KEYS = ("forget_acc", "retain_acc", "val_acc", "sel_mia")               # the selection view
 
 
 def _train_fresh(ws: Workspace, ids: np.ndarray, *, record_events: bool, what: str) -> dict:
@@ -62,23 +63,24 @@ def retrain(ws: Workspace, forget_ids: np.ndarray) -> tuple[torch.nn.Module, dic
     return ws.load_model(art["state"]), art
 
 
-def reference_metrics(ws: Workspace, forget_ids: np.ndarray, earlier: Sequence[np.ndarray] = ()) -> dict:
+def reference_metrics(ws: Workspace, forget_ids: np.ndarray, earlier: Sequence[np.ndarray] = (),
+                      view: str = "report") -> dict:
     """Accuracies and MIA of the model retrained without F1 ∪ … ∪ Fj on forget = Fj, cached with its seconds.
 
     `forget_ids` = Fj, `earlier` = [F1, …, Fj−1] (retain = train − the union). The MIA costs CPU seconds,
-    hence the cache. With no earlier sets this is the one-request reference (the same cache entry as before).
+    hence the cache. `view` as `Workspace.evaluate` (the selection view never touches the test split).
     """
     forget_ids = np.sort(np.asarray(forget_ids, dtype=np.int64))
     earlier = [e for e in (np.asarray(e, dtype=np.int64).reshape(-1) for e in earlier) if e.size]
     excluded = np.setdiff1d(np.concatenate(earlier), forget_ids) if earlier else None  # sorted, distinct
     union = forget_ids if excluded is None else np.union1d(forget_ids, excluded)
-    extra = {} if excluded is None else {"excluded": excluded}
+    extra = ({} if excluded is None else {"excluded": excluded}) | ({} if view == "report" else {"view": view})
     key = artifact_key("retrain_metrics", forget=forget_ids, **extra, **ws.identity())
 
     def build():
         model, art = retrain(ws, union)
         ex = () if excluded is None else (excluded,)
-        return {"metrics": ws.evaluate(model, forget_ids, *ex), "seconds": art["seconds"]}
+        return {"metrics": ws.evaluate(model, forget_ids, *ex, view=view), "seconds": art["seconds"]}
 
     art, _ = ws.store.get_or_build("retrain_metrics", key, build)
     return {**art["metrics"], "seconds": float(art["seconds"])}

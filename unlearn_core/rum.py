@@ -218,6 +218,10 @@ class Rum:
     def epochs(self) -> int:
         return self.cfg.epochs
 
+    @property
+    def settled(self) -> bool:
+        return self.epoch >= self.epochs  # only the end of all three stages compares with other plans
+
     def _stage_sets(self, i: int):
         return self.groups[i], [*self.groups[:i], *self.request.earlier]
 

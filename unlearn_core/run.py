@@ -44,19 +44,32 @@ from .errors import ConfigError, LossDiverged
 from .forget import class_forget, request_classes, retain_ids, select_request, validate_ids
 from .metrics import tow, tow_mia
 from .proxies import check_proxy, memorization, proxy_center, weights_sha
-from .references import METRIC_KEYS, original, reference_metrics, retrain
+from .references import METRIC_KEYS, SELECTION_KEYS, original, reference_metrics, retrain
 from .rum import weights_finite
 from .spec import SELECTIONS, ExperimentSpec
 from .unlearning import ALGORITHMS, Request, config_dict, make_config
-from .workspace import Workspace
+from .workspace import VIEWS, Workspace
 
 
-def versus_retrain(u: Mapping[str, float], r: Mapping[str, float]) -> dict:
-    """The unlearned model's metrics plus ToW (and ToW-MIA when `u` has an MIA) against the retrained model's."""
-    out = {k: float(u[k]) for k in METRIC_KEYS if k in u}
-    out["tow"] = tow(u, r)
-    if "mia" in u:
-        out["tow_mia"] = tow_mia(u, r)
+OBJECTIVES = {"report": ("tow", "tow_mia"), "selection": ("sel_tow", "sel_tow_mia")}
+
+
+def versus_retrain(u: Mapping[str, float], r: Mapping[str, float], view: str = "report") -> dict:
+    """The unlearned model's metrics plus ToW (and ToW-MIA when `u` has an MIA) against the retrained model's.
+
+    `report`: `tow`, `tow_mia` with the test set (the paper's); `selection`: `sel_tow`, `sel_tow_mia` with the
+    validation split in the test term and the validation-based MIA (`Workspace.evaluate`).
+    """
+    if view == "report":
+        out = {k: float(u[k]) for k in METRIC_KEYS if k in u}
+        out["tow"] = tow(u, r)
+        if "mia" in u:
+            out["tow_mia"] = tow_mia(u, r)
+        return out
+    out = {k: float(u[k]) for k in SELECTION_KEYS if k in u}
+    out["sel_tow"] = tow(u, r, held_out="val_acc")
+    if "sel_mia" in u:
+        out["sel_tow_mia"] = tow_mia(u, r, held_out="val_acc", mia="sel_mia")
     return out
 
 
@@ -89,7 +102,7 @@ class _Current:
     """The request being unlearned."""
 
     request: Request
-    reference: dict
+    reference: dict           # view → the retrained model's metrics
     unl: Any
     start_sha: str
     proxy_info: dict
@@ -107,12 +120,12 @@ class Run:
     """k deletion requests of one method on one workspace; see the module docstring. Create with `start`."""
 
     def __init__(self, ws: Workspace, spec: ExperimentSpec, m: Method, *, requests: int, selection: str,
-                 forget_ids: Optional[np.ndarray], evaluate_every_epoch: bool,
-                 mia_at: Optional[Callable[[int], bool]],
+                 forget_ids: Optional[np.ndarray], evaluate: Optional[Callable[[dict], str]],
+                 views: tuple[str, ...],
                  on_request: Optional[Callable[[dict, nn.Module, Request], None]], log: Callable[[str], None]):
         self.ws, self.spec, self.method, self.requests = ws, spec, m, requests
-        self.selection, self.fixed_ids, self.evaluate_every_epoch = selection, forget_ids, evaluate_every_epoch
-        self.on_request, self.log, self.mia_at = on_request, log, mia_at
+        self.selection, self.fixed_ids, self.evaluate, self.views = selection, forget_ids, evaluate, views
+        self.on_request, self.log = on_request, log
         self.classes = request_classes(spec.forget_classes, requests) if spec.forget == "class" else None
         self.index, self.epoch = 0, 0
         self.earlier: list[np.ndarray] = []
@@ -154,12 +167,13 @@ class Run:
                     self.log(f"  {self.method.algorithm} epoch {unl.epoch}/{unl.epochs} "
                              + " ".join(f"{k} {v:.4g}" for k, v in stats.items()))
             row = {"request": self.index + 1, "epoch": self.epoch, "request_epoch": int(unl.epoch),
+                   "progress": 100.0 * self.epoch / max(self.total_epochs, 1), "settled": bool(unl.settled),
                    **{k: float(v) for k, v in stats.items()}}
             if diverged is not None or unl.epoch >= unl.epochs:
                 row.update(self._end(diverged))
-            elif self.evaluate_every_epoch:
-                mia = self.mia_at is None or self.mia_at(int(unl.epoch))
-                row.update(self._row_metrics(self._versus(cur, mia=mia)))
+                row["settled"] = True
+            elif self.evaluate is not None and (what := self.evaluate(row)):
+                row.update(self._row_metrics(self._versus(cur, mia=what == "all")))
             row["unlearn_seconds"] = self.unlearn_seconds
             row["final"] = int(self.done)
             row["diverged"] = "" if self.stopped is None else _reason(self.stopped)
@@ -214,7 +228,7 @@ class Run:
                 center=proxy_center(spec.proxy))
         self.log(f"request {j + 1}/{self.requests}: {len(forget_ids)} examples to forget ({spec.forget}), "
                  f"{sum(map(len, self.earlier))} forgotten before")
-        ref = reference_metrics(ws, forget_ids, self.earlier)
+        ref = {v: reference_metrics(ws, forget_ids, self.earlier, view=v) for v in self.views}
         request = Request(ws, forget_ids, list(self.earlier), spec.seed + j, scores, groups,
                           spec.proxy if groups is not None else None)
         unl = self.method.unlearner.for_request(model, request, self.method.cfg)
@@ -225,22 +239,32 @@ class Run:
         model = cur.unl.model
         if not weights_finite(model):
             return None
+        out: dict = {}
         try:
-            u = self.ws.evaluate(model, cur.request.forget_ids, *cur.request.earlier, mia=mia)
+            for view in self.views:
+                u = self.ws.evaluate(model, cur.request.forget_ids, *cur.request.earlier, mia=mia, view=view)
+                out.update(versus_retrain(u, cur.reference[view], view))
         except ValueError:  # non-finite outputs (the SVC refuses NaN)
             return None
-        return versus_retrain(u, cur.reference)
+        return out
+
+    def _objectives(self) -> list[str]:
+        return [k for v in self.views for k in OBJECTIVES[v]]
+
+    def _metric_keys(self) -> list[str]:
+        keys = METRIC_KEYS if "report" in self.views else ()
+        return list(dict.fromkeys([*keys, *(SELECTION_KEYS if "selection" in self.views else ())]))
 
     def _row_metrics(self, v: Optional[dict], diverged: bool = False) -> dict:
-        """Metric columns of a row: this request's, and the run's means so far (a diverged request scores 0)."""
+        """Metric columns of a row: this request's, and the run's means so far (a diverged request scores 0;
+        an objective whose MIA was not run this epoch is NaN)."""
         v = v or {}
-        req_tow = 0.0 if diverged else v.get("tow", 0.0)
-        req_tow_mia = 0.0 if diverged else v.get("tow_mia", 0.0 if not v else float("nan"))  # nan: MIA not run
+        row = {k: v.get(k, float("nan")) for k in self._metric_keys()}
         done = self.records  # the finished requests (the current one is appended after this)
-        row = {k: v.get(k, float("nan")) for k in METRIC_KEYS}
-        row.update(request_tow=req_tow, request_tow_mia=req_tow_mia,
-                   tow=(sum(r["tow"] for r in done) + req_tow) / (len(done) + 1),
-                   tow_mia=(sum(r["tow_mia"] for r in done) + req_tow_mia) / (len(done) + 1))
+        for k in self._objectives():
+            now = 0.0 if diverged or not v else v.get(k, float("nan"))
+            row[f"request_{k}"] = now
+            row[k] = (sum(r[k] for r in done) + now) / (len(done) + 1)
         return row
 
     def _end(self, diverged: Optional[dict]) -> dict:
@@ -254,17 +278,20 @@ class Run:
                      "retain_size": int(n_train - len(req.forget_ids) - excluded), "excluded_size": excluded}
         if self.classes is not None:
             rec["classes"] = list(self.classes[j])
-        rec.update({k: (v[k] if v else None) for k in METRIC_KEYS})
-        rec["tow"] = 0.0 if diverged or not v else v["tow"]
-        rec["tow_mia"] = 0.0 if diverged or not v else v["tow_mia"]
-        rec.update({"retrain": {k: float(cur.reference[k]) for k in METRIC_KEYS}, "unlearn_seconds": cur.seconds,
-                    "retrain_seconds": float(cur.reference["seconds"]),
+        rec.update({k: (v[k] if v else None) for k in self._metric_keys()})
+        rec.update({k: (0.0 if diverged or not v else v[k]) for k in self._objectives()})
+        if "report" in self.views:
+            rec["retrain"] = {k: float(cur.reference["report"][k]) for k in METRIC_KEYS}
+        if "selection" in self.views:
+            rec["retrain_selection"] = {k: float(cur.reference["selection"][k]) for k in SELECTION_KEYS}
+        rec.update({"unlearn_seconds": cur.seconds,
+                    "retrain_seconds": float(cur.reference[self.views[0]]["seconds"]),
                     "proxy_seconds": float(sum(i["seconds"] for i in cur.proxy_info.values())),
                     "proxies": cur.proxy_info, "diverged": diverged, "start_weights_sha": cur.start_sha,
                     "end_weights_sha": weights_sha(cur.unl.model), "history": cur.history, **extra})
         row = self._row_metrics(v, diverged is not None)
         self.records.append(rec)
-        self.log(f"request {j + 1}/{self.requests}: tow {rec['tow']:.4f} tow_mia {rec['tow_mia']:.4f}")
+        self.log(f"request {j + 1}/{self.requests}: " + " ".join(f"{k} {rec[k]:.4f}" for k in self._objectives()))
         if self.on_request is not None:
             self.on_request(rec, cur.unl.model, req)
         self.earlier.append(req.forget_ids)
@@ -282,8 +309,8 @@ class Run:
         k = self.requests
         spec = self.spec
         out = {
-            "tow": sum(r["tow"] for r in self.records) / k,
-            "tow_mia": sum(r["tow_mia"] for r in self.records) / k,
+            **{key: sum(r[key] for r in self.records) / k for key in self._objectives()},
+            "views": list(self.views),
             "requests": self.records,
             "request_count": k,
             "unlearn_seconds": float(sum(r["unlearn_seconds"] for r in self.records)),
@@ -301,7 +328,8 @@ class Run:
         }
         if k == 1 and self.records:
             r = self.records[0]
-            out.update({key: r[key] for key in (*METRIC_KEYS, "retrain", "forget_ids_sha", "history")})
+            out.update({key: r[key] for key in (*self._metric_keys(), "forget_ids_sha", "history")})
+            out.update({key: r[key] for key in ("retrain", "retrain_selection") if key in r})
             if spec.forget == "class":
                 out["spec"]["forget_size"] = r["forget_size"]
         return out
@@ -340,7 +368,8 @@ class Run:
                               {k: v.cpu().numpy() for k, v in c["scores"].items()}, groups, c["group_proxy"])
             unl = self.method.unlearner.for_request(self.ws.new_model(), request, self.method.cfg)
             unl.load_state_dict(c["unl"])
-            self.current = _Current(request, reference_metrics(self.ws, forget_ids, self.earlier), unl,
+            ref = {v: reference_metrics(self.ws, forget_ids, self.earlier, view=v) for v in self.views}
+            self.current = _Current(request, ref, unl,
                                     c["start_sha"], dict(c["proxy_info"]), float(c["seconds"]), list(c["history"]))
 
 
@@ -395,15 +424,18 @@ def check(spec: ExperimentSpec, algorithm: str, params: Optional[Mapping[str, An
 def start(spec: ExperimentSpec, algorithm: str, params: Optional[Mapping[str, Any]] = None,
           workspace: Optional[Workspace] = None, *, requests: int = 1, selection: str = "current",
           forget_ids: Optional[np.ndarray] = None, evaluate_every_epoch: bool = False,
-          mia_at: Optional[Callable[[int], bool]] = None,
+          evaluate: Optional[Callable[[dict], str]] = None, views: tuple[str, ...] = ("report",),
           on_request: Optional[Callable[[dict, nn.Module, Request], None]] = None,
           log: Callable[[str], None] = lambda s: None) -> Run:
     """Check everything that can be checked without training, then return the (not yet started) run.
 
     `forget_ids` replaces the spec's selection with a fixed set (one request: e.g. the union of k sequential
     requests forgotten at once). `on_request(record, model, request)` is called after each request.
-    `mia_at(request_epoch)` says at which intermediate epochs of `evaluate_every_epoch` the SVC MIA is run
-    (default: all); a request's last epoch always runs it. Rows without it have `mia`/`tow_mia` NaN.
+    A request's last epoch is always evaluated in full. Other epochs are evaluated when `evaluate(row)` (given
+    the row's `request`, `epoch`, `request_epoch`, `progress`, `settled`) returns "all" (accuracies and the
+    SVC MIA) or "acc" (accuracies only: MIA and ToW-MIA columns NaN); `evaluate_every_epoch` means "all".
+    `views`: "report" (test set, the paper's metrics: `tow`, `tow_mia`) and/or "selection" (validation only:
+    `sel_tow`, `sel_tow_mia`; a search's trials use only this one and never touch the test split).
 
     Raises:
         ConfigError: unknown algorithm or proxy, bad hyperparameters or RUM plan, bad selection, or requests
@@ -412,9 +444,18 @@ def start(spec: ExperimentSpec, algorithm: str, params: Optional[Mapping[str, An
     if forget_ids is not None:
         forget_ids = np.sort(np.asarray(forget_ids, dtype=np.int64))
     m = check(spec, algorithm, params, requests=requests, selection=selection, forget_ids=forget_ids)
+    views = tuple(views)
+    if not views or any(v not in VIEWS for v in views):
+        raise ConfigError(f"views must be some of {', '.join(VIEWS)}, got {views!r}")
+    if evaluate_every_epoch and evaluate is None:
+        evaluate = _every_epoch
     ws = workspace or Workspace(spec, log=log)
     ws.check_spec(spec)
     check_sizes(spec, len(ws.train), ws.data.train.y, m, requests, forget_ids)
     check_proxy(spec.proxy, ws.data)  # a scores file must have one score per official training example
     return Run(ws, spec, m, requests=int(requests), selection=selection, forget_ids=forget_ids,
-               evaluate_every_epoch=evaluate_every_epoch, mia_at=mia_at, on_request=on_request, log=log)
+               evaluate=evaluate, views=views, on_request=on_request, log=log)
+
+
+def _every_epoch(row: dict) -> str:
+    return "all"

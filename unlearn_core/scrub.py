@@ -61,6 +61,12 @@ class Scrub(Unlearner):
         super().__init__(model, forget, retain, cfg, **kw)
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
 
+    @property
+    def settled(self) -> bool:
+        """Past the max phase (one min-only epoch after the last max pass), or done: before that SCRUB is
+        mid-way through forgetting and its metrics say nothing about where it ends up."""
+        return self.epoch > self.cfg.max_steps or self.epoch >= self.epochs
+
     def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), autocast(self.device):
             return self.teacher(x)

@@ -62,6 +62,12 @@ class Unlearner:
     def run_epoch(self, epoch: int) -> dict:
         raise NotImplementedError
 
+    @property
+    def settled(self) -> bool:
+        """Whether the metrics after this epoch are comparable with another configuration's at the same share
+        of its schedule (early stopping reads only such epochs); SCRUB is not during its max phase."""
+        return True
+
     def next_epoch(self) -> dict:
         """Run the next unlearning epoch; returns its stats (mean losses)."""
         stats = self.run_epoch(self.epoch)

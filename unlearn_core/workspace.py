@@ -22,6 +22,7 @@ from .models import create_model
 from .spec import ExperimentSpec, default_store
 from .training import TrainConfig, pick_device, prepare_model, recipe_for
 
+VIEWS = ("report", "selection")  # report: the paper's test-set metrics; selection: validation only (searches)
 # The spec fields a workspace is built from (the forget fields may differ between runs on one workspace).
 WORKSPACE_FIELDS = ("dataset", "arch", "seed", "split_seed", "train_epochs")
 
@@ -77,11 +78,26 @@ class Workspace:
         return self.train.subset(forget_ids), self.train.subset(keep)
 
     def evaluate(self, model: torch.nn.Module, forget_ids: np.ndarray, *exclude: np.ndarray,
-                 mia: bool = True) -> dict:
-        """forget/retain/val/test accuracy (%) and, with `mia`, the SVC MIA (`mia`, 0–1) of `model` for these sets."""
+                 mia: bool = True, view: str = "report") -> dict:
+        """Metrics of `model` for these sets in one of two views (see `VIEWS`).
+
+        * `report` — the paper's definitions: forget/retain/val/test accuracy (%) and `mia`, the SVC MIA with
+          the test set as non-members and an equally sized seeded retain sample as members.
+        * `selection` — what a search may read: forget/retain/val accuracy and `sel_mia`, the same attack with
+          the validation split as non-members (and a validation-sized retain sample). The test split is not
+          touched.
+        """
+        if view not in VIEWS:
+            raise ConfigError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
         forget, retain = self.sets(forget_ids, *exclude)
-        return evaluate(model, {"forget": (forget.x, forget.y), "retain": (retain.x, retain.y),
-                                "val": (self.val.x, self.val.y), "test": (self.test.x, self.test.y)},
-                        mia_sets={"retain": (retain.x, retain.y), "test": (self.test.x, self.test.y),
-                                  "forget": (forget.x, forget.y)} if mia else None,
-                        seed=self.spec.seed)
+        held = self.test if view == "report" else self.val
+        splits = {"forget": (forget.x, forget.y), "retain": (retain.x, retain.y), "val": (self.val.x, self.val.y)}
+        if view == "report":
+            splits["test"] = (self.test.x, self.test.y)
+        out = evaluate(model, splits, seed=self.spec.seed,
+                       mia_sets={"retain": (retain.x, retain.y), "test": (held.x, held.y),  # "test": non-members
+                                 "forget": (forget.x, forget.y)} if mia else None)
+        if view == "selection" and mia:
+            out["sel_mia"] = out.pop("mia")
+            out = {k: v for k, v in out.items() if not k.startswith("mia_")}
+        return out

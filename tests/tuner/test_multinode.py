@@ -36,7 +36,7 @@ from ray_nodes import Cluster, kill_session  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 NUM_SAMPLES = 3
-SMALL = ["--num-samples", str(NUM_SAMPLES), "--train-epochs", "3", "--width", "0.125", "--final-seeds", "1",
+SMALL = ["--num-samples", str(NUM_SAMPLES), "--train-epochs", "3", "--width", "0.125", "--final-seeds", "2",
          "--top-k", "1", "--no-dashboard", "--max-failures", "2"]
 STUDY = "digits-resnet18"
 SEARCH_TIMEOUT = 420
@@ -92,7 +92,8 @@ def complete_numbers(exp: Path) -> list[int] | None:
         return None
 
 
-def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None,
+             every: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()
@@ -100,7 +101,7 @@ def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = No
             return value
         if proc is not None and proc.poll() is not None:
             pytest.fail(f"search exited {proc.returncode} before {what}:\n{tail(log)}")
-        time.sleep(0.5)
+        time.sleep(every)
     pytest.fail(f"no {what} after {timeout}s:\n{tail(log)}")
 
 
@@ -142,12 +143,23 @@ def check_nothing_lost(exp: Path, same_values: bool = True) -> pd.DataFrame:
     assert sorted(t.params["lr"] for t in complete) == sorted(json.loads(p)["lr"] for p in df["params"])
     if same_values:
         in_study = sorted(tuple(round(v, 9) for v in t.values) for t in complete if t.state.name == "COMPLETE")
-        in_csv = sorted((round(r.tow, 9), round(r.tow_mia, 9)) for r in df.itertuples() if r.status != "stopped")
+        in_csv = sorted((round(r.sel_tow, 9), round(r.sel_tow_mia, 9)) for r in df.itertuples() if r.status != "stopped")
         assert in_study == in_csv
     return df
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
+
+def slow_points(root: Path, second_epochs: int = 10) -> Path:
+    """Two slow configs tried first (small batches; one max pass, so a 10-epoch one reports from epoch 2 = 20 %
+    of its schedule, below ASHA's first rung): long enough to be caught mid-run. With `second_epochs` < 10 the
+    second finishes while the first is still going."""
+    slow = {"lr": 0.005, "epochs": 10, "max_steps": 1, "alpha": 0.5, "gamma": 1.0, "temperature": 4.0,
+            "forget_batch_size": 16, "retain_batch_size": 64}
+    path = root / "slow.json"
+    path.write_text(json.dumps([slow, {**slow, "lr": 0.004, "epochs": second_epochs}]))
+    return path
+
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -173,14 +185,15 @@ def worker_kill_run(cluster, store, tmp_path_factory):
     worker = cluster.add_node("w1", num_cpus=1, resources={"worker_node": 1})
     log = root / "search.log"
     proc = start_search(cluster, root, log, "scrub", "--address", cluster.address, "--storage", str(root),
-                        "--store", str(store), "--name", "wk", *SMALL)
+                        "--store", str(store), "--name", "wk", *SMALL, "--points", str(slow_points(root)))
     exp = root / "wk"
     try:
-        def running_on_worker():  # checkpointed on the worker, and neither done nor at an ASHA rung (3, 9)
+        def running_on_worker():  # saved its state on the worker, not done, and below ASHA's first rung (30 %)
             return next((tid for tid, rows in live_records(cluster).items()
-                         if rows[-1]["node_id"] == worker.node_id and rows[-1]["epoch"] in (1, 2)), None)
+                         if rows[-1]["node_id"] == worker.node_id and not rows[-1]["final"]
+                         and rows[-1]["progress"] < 30), None)
 
-        victim = wait_for(running_on_worker, 300, "trial checkpointed on the worker node", proc, log)
+        victim = wait_for(running_on_worker, 300, "trial checkpointed on the worker node", proc, log, every=0.1)
         worker.kill()
         killed = {tid: [r["epoch"] for r in rows if r["node_id"] == worker.node_id]
                   for tid, rows in live_records(cluster).items()}
@@ -205,7 +218,10 @@ def driver_kill_run(cluster, store, tmp_path_factory):
     root = tmp_path_factory.mktemp("dk")
     worker = cluster.add_node("w2", num_cpus=1, resources={"worker_node": 1})
     log = root / "search.log"
-    args = ["scrub", "--address", cluster.address, "--storage", str(root), "--store", str(store), "--name", "dk"]
+    # Trial 0 is a slow point (small batches: several seconds), so it is mid-run while the paper's config, run
+    # beside it on the other node, completes; ASHA never stops the first trial to reach a rung.
+    args = ["scrub", "--address", cluster.address, "--storage", str(root), "--store", str(store), "--name", "dk",
+            "--points", str(slow_points(root, second_epochs=3))]
     exp = root / "dk"
     rare_snapshots = {"TUNE_GLOBAL_CHECKPOINT_S": "3600"}
     proc = start_search(cluster, root, log, *args, *SMALL, env=rare_snapshots)
@@ -216,7 +232,8 @@ def driver_kill_run(cluster, store, tmp_path_factory):
             going = [t for t, rows in live.items() if rows[-1]["final"] == 0 and rows[-1]["epoch"] in (4, 5, 6, 7, 8)]
             return done if done and going else None
 
-        done = wait_for(one_done_one_three_epochs_in, 300, "a completed trial and one 3 epochs in", proc, log)
+        done = wait_for(one_done_one_three_epochs_in, 300, "a completed trial and one 4-8 epochs in", proc, log,
+                        every=0.1)
         before = live_records(cluster)  # what the driver had received (its staging copy) just before the kill
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -1,0 +1,41 @@
+"""Trials of one sequential search share their tasks: with `selection="retrain"` (the search's default) the forget
+sets of requests 2..k come from the retrained models, so every configuration gets the same sets, and the
+prepare stage builds their retrains once; the trials then train nothing."""
+from __future__ import annotations
+
+import pytest
+
+from tuner.prepare import _prepare_one
+from unlearn_core.data import load_dataset
+from unlearn_core.run import start
+from unlearn_core.spec import ExperimentSpec
+from unlearn_core.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    return ExperimentSpec(width=0.125, train_epochs=2, forget="mix", forget_size=30, device="cpu",
+                          store=str(tmp_path_factory.mktemp("store")))
+
+
+def test_two_trials_of_a_sequential_search_share_forget_sets_and_retrains(spec):
+    data = load_dataset("digits", None, spec.split_seed)
+    _prepare_one(spec, data, 1, ("confidence",), 3, "retrain")  # what the prepare stage runs as a Ray task
+    trials = []
+    for lr in (0.02, 0.005):  # two configurations, as two trials
+        logs = []
+        rec = start(spec, "finetune", {"epochs": 1, "lr": lr}, Workspace(spec, data, log=logs.append), requests=3,
+                    selection="retrain", views=("selection",), log=logs.append).run()
+        trials.append((rec, logs))
+    (a, logs_a), (b, logs_b) = trials
+    assert [r["forget_ids_sha"] for r in a["requests"]] == [r["forget_ids_sha"] for r in b["requests"]]
+    assert a["requests"][2]["end_weights_sha"] != b["requests"][2]["end_weights_sha"]  # different models ...
+    assert not [ln for ln in logs_a + logs_b if ln.startswith("training")]  # ... and every retrain was prepared
+
+
+def test_per_model_selection_stays_available(spec):
+    data = load_dataset("digits", None, spec.split_seed)
+    recs = [start(spec, "finetune", {"epochs": 1, "lr": lr}, Workspace(spec, data), requests=2,
+                  selection="current").run() for lr in (0.05, 0.001)]
+    assert recs[0]["selection"] == "current"
+    assert recs[0]["requests"][0]["forget_ids_sha"] == recs[1]["requests"][0]["forget_ids_sha"]  # request 1: original
