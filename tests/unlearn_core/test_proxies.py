@@ -73,15 +73,17 @@ def test_learning_event_proxies_are_the_negated_recorded_events(ws, name, event)
 
 
 def test_proxies_on_a_given_model_use_one_eval_pass(ws):
-    """The sequential extension: confidence / bin_acc of the model's own eval-mode predictions."""
+    """The sequential extension: confidence / bin_acc of the model's own eval-mode predictions. (Since issue #13
+    that is the `*_current` variants; `confidence` and `bin_acc` ignore the model: the recorded events.)"""
     model, _ = original(ws)
     probs = predict_probs(model, ws.train.x).double().numpy()
     y = ws.data.train.y
-    conf = memorization(ws, "confidence", model=model)
+    conf = memorization(ws, "confidence_current", model=model)
     np.testing.assert_allclose(conf, -probs[np.arange(len(y)), y], rtol=1e-5, atol=1e-7)
-    assert np.array_equal(memorization(ws, "bin_acc", model=model), -(probs.argmax(1) == y).astype(float))
+    assert np.array_equal(memorization(ws, "bin_acc_current", model=model), -(probs.argmax(1) == y).astype(float))
     # ... which is not the recorded training-time average (a different source, cached under its own key)
     assert not np.allclose(conf, memorization(ws, "confidence"))
+    assert np.array_equal(memorization(ws, "confidence", model=model), memorization(ws, "confidence"))
 
 
 def test_holdout_on_a_given_model_equals_the_original_path(ws):
@@ -157,7 +159,8 @@ def test_noisy_labels_rank_as_memorized(noisy):
 
 
 def test_bad_inputs(ws):
-    with pytest.raises(ConfigError, match="unknown proxy 'loss'.*valid proxys: bin_acc, confidence"):
+    # (issue #13 added the *_current variants to the list of valid names)
+    with pytest.raises(ConfigError, match="unknown proxy 'loss'.*valid proxys: bin_acc, bin_acc_current, confidence"):
         memorization(ws, "loss")
     with pytest.raises(ConfigError, match="outside"):
         memorization(ws, "confidence", pool=np.array([0, len(ws.train)]))

@@ -15,7 +15,7 @@ import torch
 from unlearn_core.artifacts import artifact_key
 from unlearn_core.errors import ConfigError
 from unlearn_core.forget import mix, mix_groups, random_forget, select_request
-from unlearn_core.proxies import memorization, weights_sha
+from unlearn_core.proxies import EVENTS_SOURCE, PASS_SOURCE, memorization, weights_sha
 from unlearn_core.references import METRIC_KEYS, original, retrain
 from unlearn_core.run import start, versus_retrain
 from unlearn_core.spec import ExperimentSpec
@@ -134,9 +134,15 @@ def test_a_second_run_reuses_every_artifact(random_run, store):
     assert [s["retrain"] for s in again["requests"]] == [s["retrain"] for s in first["requests"]]
 
 
+# A proxy that follows the model: since issue #13, `confidence` ranks every request by the original's recorded
+# events (test_event_proxies), and `confidence_current` keeps the rule these tests check (one eval-mode pass of
+# the model a request starts from, or with selection="retrain" of the retrained model).
+CURRENT = "confidence_current"
+
+
 @pytest.fixture(scope="module")
 def rum_mix_run(store):
-    spec = ExperimentSpec(**SPEC, store=store, forget="mix", proxy="confidence")
+    spec = ExperimentSpec(**SPEC, store=store, forget="mix", proxy=CURRENT)
     return _run(spec, "rum", {"plan": [NONE, FT, NG]}, 2)
 
 
@@ -144,15 +150,16 @@ def test_rum_with_a_mix_recomputes_the_proxy_on_the_current_model(rum_mix_run):
     ws, rec, requests, _ = rum_mix_run
     n = len(ws.train)
     first, second = requests
-    # request 1: the original's recorded learning events; its groups are the mix groups
-    g1 = mix_groups(memorization(ws, "confidence"), 30)
+    # request 1: the original's recorded learning events; its groups are the mix groups (ties: seed + 0)
+    g1 = mix_groups(memorization(ws, CURRENT), 30, seed=ws.spec.seed)
     assert all(np.array_equal(a, b) for a, b in zip(first.groups, g1))
     assert np.array_equal(first.forget_ids, np.sort(np.concatenate(g1)))
-    assert rec["requests"][0]["proxies"]["confidence"]["source"] == "recorded training events"
-    # request 2: one eval pass of request 1's model, on the pool that remains
-    g2 = mix_groups(memorization(ws, "confidence", model=first.model), 30, np.setdiff1d(np.arange(n), first.forget_ids))
+    assert rec["requests"][0]["proxies"][CURRENT]["source"] == EVENTS_SOURCE
+    # request 2: one eval pass of request 1's model, on the pool that remains (ties: seed + 1)
+    g2 = mix_groups(memorization(ws, CURRENT, model=first.model), 30, np.setdiff1d(np.arange(n), first.forget_ids),
+                    seed=ws.spec.seed + 1)
     assert all(np.array_equal(a, b) for a, b in zip(second.groups, g2))
-    assert rec["requests"][1]["proxies"]["confidence"]["source"] == "one eval-mode pass of the current model"
+    assert rec["requests"][1]["proxies"][CURRENT]["source"] == PASS_SOURCE
     assert not np.intersect1d(first.forget_ids, second.forget_ids).size
     # stages: §3.4 within the request, minus request 1's forget set
     subs = rec["requests"][1]["stages"]
@@ -161,7 +168,7 @@ def test_rum_with_a_mix_recomputes_the_proxy_on_the_current_model(rum_mix_run):
     assert rec["requests"][1]["group_sizes"] == [10, 10, 10]
     # the request's history is its stages' epochs (every request record now has one)
     assert [h["epoch"] for h in rec["requests"][1]["history"]] == [1, 2]
-    assert rec["params"]["proxy"] == "confidence" and rec["params"]["plan"][1]["params"]["epochs"] == 1
+    assert rec["params"]["proxy"] == CURRENT and rec["params"]["plan"][1]["params"]["epochs"] == 1
     assert rec["requests"][1]["start_weights_sha"] == rec["requests"][0]["end_weights_sha"]
 
 
@@ -183,14 +190,15 @@ def test_a_rum_run_of_one_request_is_the_first_request(rum_mix_run):
 
 
 def test_selection_on_the_retrained_model_is_the_same_for_every_configuration(rum_mix_run, store):
-    spec = ExperimentSpec(**SPEC, store=store, forget="mix", proxy="confidence")
+    spec = ExperimentSpec(**SPEC, store=store, forget="mix", proxy=CURRENT)
     runs = [_run(spec, "finetune", {"epochs": 1, "lr": lr}, 2, selection="retrain") for lr in (0.02, 0.005)]
     (ws, rec_a, req_a, _), (_, rec_b, req_b, _) = runs
     assert rec_a["requests"][1]["end_weights_sha"] != rec_b["requests"][1]["end_weights_sha"]
     assert np.array_equal(req_a[1].forget_ids, req_b[1].forget_ids)
     f1 = req_a[0].forget_ids
     retrained, _ = retrain(ws, f1)
-    expected = mix(memorization(ws, "confidence", model=retrained), 30, np.setdiff1d(np.arange(len(ws.train)), f1))
+    expected = mix(memorization(ws, CURRENT, model=retrained), 30, np.setdiff1d(np.arange(len(ws.train)), f1),
+                   seed=ws.spec.seed + 1)
     assert np.array_equal(req_a[1].forget_ids, expected)
     assert rec_a["selection"] == "retrain"
 
