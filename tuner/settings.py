@@ -164,7 +164,7 @@ def check_experiment(s: SearchSettings, datasets: dict) -> None:
     """Checks that need the data, before Ray starts: the run driver's own checks on every (dataset, arch)."""
     import search_spaces
     from unlearn_core.proxies import check_proxy
-    from unlearn_core.run import check, check_sizes
+    from unlearn_core.run_check import check, check_sizes
     from unlearn_core.workspace import Workspace
 
     space = search_spaces.get_space(s.algorithm)

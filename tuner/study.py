@@ -112,6 +112,9 @@ def _run_cell(cell: Cell, spec, dataset_obj, params: dict, requests: int, cpus: 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from unlearn_core.cli_args import int_list
+    from unlearn_core.spec import FORGET_KINDS
+
     p = argparse.ArgumentParser(prog="python -m tuner.study",
                                 description="Run a grid of unlearning methods over sequential deletion requests "
                                             "as Ray tasks, then write the report (figures + tables).")
@@ -129,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "memorization scores in the official training order)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="subset of: scrub neggrad_plus rum_scrub rum_neggrad_plus (default: all four)")
-    p.add_argument("--forget", choices=("random", "class", "mix"), default=None,
+    p.add_argument("--forget", choices=FORGET_KINDS, default=None,
                    help="forget-set kind of each request (class: one whole class per request)")
-    p.add_argument("--forget-classes", default="0,1,2,3,4,5,6,7,8,9", help="classes for --forget class, in order")
+    p.add_argument("--forget-classes", type=int_list, default=tuple(range(10)), metavar="C[,C...]",
+                   help="classes for --forget class, one per request, in order (default 0,...,9)")
     p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
     p.add_argument("--storage", default="runs", help="root folder of studies (default ./runs)")
     p.add_argument("--store", default=None, help="artifact store (default STORAGE/artifacts, shared with searches)")
@@ -223,11 +227,11 @@ def run_study(a) -> int:
     name = a.name or f"study-{a.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = os.path.join(root, name)
     store = a.store or os.path.join(root, "artifacts")
-    datasets = {d: load_dataset(d, a.data_dir, 1) for d in settings["datasets"]}  # missing data fails here
+    datasets = {d: load_dataset(d, a.data_dir, ExperimentSpec().split_seed) for d in settings["datasets"]}  # missing data fails here
     for px in settings["proxies"]:
         for d in datasets.values():
             check_proxy(px, d)  # a scores file: one score per example of each dataset's official training set
-    classes = tuple(int(c) for c in a.forget_classes.split(",") if c != "")
+    classes = tuple(a.forget_classes)
 
     def spec_of(c: Cell) -> ExperimentSpec:
         return ExperimentSpec(dataset=c.dataset, arch=c.arch, width=preset["width"], seed=c.seed,

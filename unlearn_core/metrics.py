@@ -208,7 +208,7 @@ def svc_mia(probs_shadow_in, y_in, probs_shadow_out, y_out, probs_target, y_targ
     return scores
 
 
-def mia_score(model: torch.nn.Module, retain_x: torch.Tensor, retain_y, test_x: torch.Tensor, test_y,
+def model_mia(model: torch.nn.Module, retain_x: torch.Tensor, retain_y, test_x: torch.Tensor, test_y,
               forget_x: torch.Tensor, forget_y, *, seed: int,
               attacks: Iterable[str] = (REPORTED_ATTACK,), batch_size: int = 1024) -> dict[str, float]:
     """The project's SVC MIA on the forget set (§4.2): attack name → non-member fraction (0–1).
@@ -327,7 +327,7 @@ def evaluate(model: torch.nn.Module, splits: Mapping[str, tuple], *, mia_sets: M
             raise ConfigError(f"mia_sets lacks {sorted(missing)}; it needs retain, test and forget")
         attacks = tuple(dict.fromkeys((REPORTED_ATTACK, *attacks)))  # `mia` always needs confidence
         (rx, ry), (tx, ty), (fx, fy) = mia_sets["retain"], mia_sets["test"], mia_sets["forget"]
-        # The same shadow sample as `mia_score`, taken from the retain predictions already made.
+        # The same shadow sample as `model_mia`, taken from the retain predictions already made.
         pick = shadow_members(len(ry), len(ty), seed)
         p_in, y_in = predict(rx), ry
         if pick is not None:

@@ -86,7 +86,9 @@ def parse_plan(plan: Any) -> list[tuple[str, Any]]:
         if extra:
             raise ConfigError(f"RUM {level} step has unknown key(s) {', '.join(map(str, extra))}; valid: "
                               f"{', '.join(STEP_KEYS)}")
-        algorithm = step.get("algorithm")
+        if "algorithm" not in step:
+            raise ConfigError(f"RUM {level} step has no 'algorithm'; valid: {', '.join(STAGE_ALGORITHMS)}")
+        algorithm = step["algorithm"]
         if algorithm not in STAGE_ALGORITHMS:
             raise ConfigError(f"RUM {level} step: unknown algorithm {algorithm!r}; valid: {', '.join(STAGE_ALGORITHMS)}")
         params = step.get("params") or {}

@@ -37,17 +37,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import finetune, neggrad_plus, rum, scrub  # noqa: F401  (registers the algorithms)
 from .artifacts import artifact_key
 from .environment import environment
 from .errors import ConfigError, LossDiverged
-from .forget import class_forget, request_classes, retain_ids, select_request, validate_ids
+from .forget import request_classes, select_request
 from .metrics import tow, tow_mia
 from .proxies import check_proxy, memorization, proxy_center, weights_sha
 from .references import METRIC_KEYS, SELECTION_KEYS, original, reference_metrics, retrain
 from .rum import weights_finite
-from .spec import SELECTIONS, ExperimentSpec
-from .unlearning import ALGORITHMS, Request, config_dict, make_config
+from .spec import ExperimentSpec
+from .run_check import Method, check, check_sizes, method  # noqa: F401  (check, method: part of the API)
+from .unlearning import Request
 from .workspace import VIEWS, Workspace
 
 
@@ -73,30 +73,6 @@ def versus_retrain(u: Mapping[str, float], r: Mapping[str, float], view: str = "
     return out
 
 
-@dataclass(frozen=True)
-class Method:
-    """A validated algorithm and its config (RUM's config is its plan and proxy)."""
-
-    algorithm: str
-    cfg: Any
-
-    @property
-    def params(self) -> dict:
-        return config_dict(self.cfg)
-
-    @property
-    def unlearner(self):
-        return ALGORITHMS.get(self.algorithm)
-
-
-def method(algorithm: str, params: Optional[Mapping[str, Any]], spec: ExperimentSpec) -> Method:
-    """Check the algorithm and its hyperparameters (the one place they are checked) and bind spec defaults."""
-    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm {algorithm!r}; valid: {', '.join(ALGORITHMS.names())}")
-    cls = ALGORITHMS.get(algorithm)
-    return Method(algorithm, cls.bind(make_config(algorithm, params), spec))
-
-
 @dataclass
 class _Current:
     """The request being unlearned."""
@@ -108,12 +84,6 @@ class _Current:
     proxy_info: dict
     seconds: float = 0.0
     history: list = field(default_factory=list)
-
-
-def _count(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"requests (the number of deletion requests) must be an integer >= 1, got {k!r}")
-    return int(k)
 
 
 class Run:
@@ -284,7 +254,9 @@ class Run:
             rec["retrain"] = {k: float(cur.reference["report"][k]) for k in METRIC_KEYS}
         if "selection" in self.views:
             rec["retrain_selection"] = {k: float(cur.reference["selection"][k]) for k in SELECTION_KEYS}
-        rec.update({"unlearn_seconds": cur.seconds,
+        # RUM: the stages' own unlearning time (its epochs also set up stages and score the groups)
+        seconds = sum(x["unlearn_seconds"] for x in extra["stages"]) if "stages" in extra else cur.seconds
+        rec.update({"unlearn_seconds": seconds,
                     "retrain_seconds": float(cur.reference[self.views[0]]["seconds"]),
                     "proxy_seconds": float(sum(i["seconds"] for i in cur.proxy_info.values())),
                     "proxies": cur.proxy_info, "diverged": diverged, "start_weights_sha": cur.start_sha,
@@ -376,49 +348,6 @@ class Run:
 def _reason(stopped: Mapping) -> str:
     where = f" ({stopped['level']} stage)" if stopped.get("level") else ""
     return f"loss diverged in request {stopped['request']}{where}, epoch {stopped['epoch'] + 1}: {stopped['reason']}"
-
-
-def check_sizes(spec: ExperimentSpec, n_train: int, labels: np.ndarray, m: Method, requests: int,
-                forget_ids: Optional[np.ndarray] = None) -> None:
-    """Checks that need the data: the requests must fit the training split (nothing trains here)."""
-    needs3 = m.algorithm == "rum" or (spec.forget == "mix" and forget_ids is None)
-    if forget_ids is not None:
-        validate_ids(forget_ids, n_train)
-        retain_ids(n_train, forget_ids)  # something must be left to retain
-        return
-    if spec.forget == "class":
-        sizes = [len(class_forget(labels, c)) for c in request_classes(spec.forget_classes, requests)]
-        if sum(sizes) >= n_train:
-            raise ConfigError(f"forgetting classes {spec.forget_classes} removes all {n_train} training examples; "
-                              "nothing would be left to retain")
-        if needs3 and min(sizes) < 3:
-            raise ConfigError(f"RUM splits each request into 3 groups; a request of {min(sizes)} examples is too small")
-        return
-    n = spec.resolved_forget_size
-    if needs3 and n < 3:
-        raise ConfigError(f"{'RUM' if m.algorithm == 'rum' else 'mix'} splits each request into 3 groups "
-                          f"(low, mid, high): forget_size must be >= 3, got {n}")
-    if requests * n >= n_train:
-        raise ConfigError(f"{requests} requests of {n} examples need {requests * n} distinct examples plus at least "
-                          f"one to retain, but the train split has {n_train}")
-
-
-def check(spec: ExperimentSpec, algorithm: str, params: Optional[Mapping[str, Any]] = None, *, requests: int = 1,
-          selection: str = "current", forget_ids: Optional[np.ndarray] = None) -> Method:
-    """Every check that needs no data: the algorithm, its hyperparameters, the counts, names. Returns the method."""
-    m = method(algorithm, params, spec)
-    requests = _count(requests)
-    if selection not in SELECTIONS:
-        raise ConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
-    check_proxy(spec.proxy)  # a typo is a typo, even where the proxy is not used (scores:FILE: the file is read)
-    if spec.forget == "class":
-        request_classes(spec.forget_classes, requests)
-    if forget_ids is not None:
-        if requests != 1:
-            raise ConfigError("a fixed forget set is one request")
-        if m.algorithm == "rum" and len(forget_ids) < 3:
-            raise ConfigError(f"RUM needs a forget set of at least 3 examples, got {len(forget_ids)}")
-    return m
 
 
 def start(spec: ExperimentSpec, algorithm: str, params: Optional[Mapping[str, Any]] = None,

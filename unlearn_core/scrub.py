@@ -61,6 +61,15 @@ class Scrub(Unlearner):
         super().__init__(model, forget, retain, cfg, **kw)
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
 
+    def state_dict(self) -> dict:
+        # The teacher is the model this request started from: a resumed run rebuilds the unlearner around some
+        # model, so the teacher travels with the checkpoint.
+        return {**super().state_dict(), "teacher": self.teacher.state_dict()}
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        self.teacher.load_state_dict(state["teacher"])
+
     @property
     def settled(self) -> bool:
         """Past the max phase (one min-only epoch after the last max pass), or done: before that SCRUB is

@@ -378,3 +378,12 @@ def test_import_stays_light():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_rum_vocabulary_matches_unlearn_core():
+    """search_spaces may not import unlearn_core's torch modules, so the RUM words live in both: kept equal here."""
+    from search_spaces import rum as space_rum
+    from unlearn_core import rum as core_rum
+
+    assert space_rum.LEVELS == core_rum.LEVELS
+    assert tuple(space_rum.RUM_ALGORITHMS) == tuple(core_rum.STAGE_ALGORITHMS)

@@ -210,30 +210,35 @@ def worker_kill_run(cluster, store, tmp_path_factory):
 @pytest.fixture(scope="module")
 def driver_kill_run(cluster, store, tmp_path_factory):
     """A 2-node search whose driver is SIGKILLed once one trial is COMPLETE in the study and another has
-    reported 4 to 8 epochs since the experiment's last snapshot; then `--resume` on the same cluster.
+    reported at least 3 times since the experiment's last snapshot (which already held that trial); then
+    `--resume` on the same cluster.
 
-    Snapshots are pushed an hour apart (TUNE_GLOBAL_CHECKPOINT_S), so more reports than Tune's old
-    `num_to_keep=2` happen between two snapshots — which made Tune restore from a deleted checkpoint and end
-    the trial in ERROR. Trials now keep their own latest state (tuner/trial_state.py), so this cannot happen."""
+    More reports than Tune's old `CheckpointConfig(num_to_keep=2)` between two snapshots made Tune restore the
+    trial from a checkpoint it had already deleted, and the trial ended in ERROR. Trials now keep their own
+    latest state (tuner/trial_state.py), so the kill is made exactly in that situation, not by luck."""
     root = tmp_path_factory.mktemp("dk")
     worker = cluster.add_node("w2", num_cpus=1, resources={"worker_node": 1})
     log = root / "search.log"
-    # Trial 0 is a slow point (small batches: several seconds), so it is mid-run while the paper's config, run
-    # beside it on the other node, completes; ASHA never stops the first trial to reach a rung.
     args = ["scrub", "--address", cluster.address, "--storage", str(root), "--store", str(store), "--name", "dk",
             "--points", str(slow_points(root, second_epochs=3))]
     exp = root / "dk"
-    rare_snapshots = {"TUNE_GLOBAL_CHECKPOINT_S": "3600"}
-    proc = start_search(cluster, root, log, *args, *SMALL, env=rare_snapshots)
+    snapshots = {"TUNE_GLOBAL_CHECKPOINT_S": "4"}
+    proc = start_search(cluster, root, log, *args, *SMALL, env=snapshots)
     try:
-        def one_done_one_three_epochs_in():
+        def three_reports_past_the_snapshot():
             done = complete_numbers(exp)
-            live = live_records(cluster)
-            going = [t for t, rows in live.items() if rows[-1]["final"] == 0 and rows[-1]["epoch"] in (4, 5, 6, 7, 8)]
-            return done if done and going else None
+            snap = sorted((exp / f"tune-{STUDY}").glob("experiment_state-*.json"))
+            if not done or not snap:
+                return None
+            t_snap, held = snap[-1].stat().st_mtime, snap[-1].read_text()
+            for tid, rows in live_records(cluster).items():
+                since = [r for r in rows if r["timestamp"] > t_snap + 1]  # whole seconds: one of margin
+                if tid in held and not rows[-1]["final"] and rows[-1]["epoch"] not in (3, 9) and len(since) >= 3:
+                    return done, tid
+            return None
 
-        done = wait_for(one_done_one_three_epochs_in, 300, "a completed trial and one 4-8 epochs in", proc, log,
-                        every=0.1)
+        done, victim = wait_for(three_reports_past_the_snapshot, 300, "3 reports past the last snapshot", proc,
+                                log, every=0.1)
         before = live_records(cluster)  # what the driver had received (its staging copy) just before the kill
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -242,12 +247,12 @@ def driver_kill_run(cluster, store, tmp_path_factory):
         done_before = {t.number: tuple(t.values) for t in study_trials(exp) if t.number in done}
         with open(log, "a") as f:
             f.write("\n===== driver SIGKILLed; --resume =====\n")
-        proc = start_search(cluster, root, log, *args, "--resume", env=rare_snapshots)
+        proc = start_search(cluster, root, log, *args, "--resume", env=snapshots)
         rc = run_to_end(proc, log)
     finally:
         kill_session(proc.pid)
         worker.kill()
-    out = {"exp": exp, "rc": rc, "killed_rc": killed_rc, "log": log,
+    out = {"exp": exp, "rc": rc, "killed_rc": killed_rc, "log": log, "victim": victim,
            "done_before": done_before, "records_before": before}
     (root / "fixture.json").write_text(json.dumps(out, default=str, indent=1))
     return out
@@ -302,21 +307,16 @@ def test_resume_keeps_completed_trials_and_continues_checkpointed_ones(driver_ki
     assert r["done_before"], "no trial had completed before the kill"
     for number, values in r["done_before"].items():  # COMPLETE before the kill: kept as it was
         assert trials[number].state.name == "COMPLETE" and tuple(trials[number].values) == tuple(values)
-    # Snapshots were an hour apart, so the experiment state on disk predates every report below; each trial that
-    # was mid-run at the kill must go on from its own saved state (not from epoch 1, never skipping an epoch).
+    # The trial with 3+ reports since the last snapshot goes on from its own saved state under the new driver:
+    # not from epoch 1, never skipping an epoch.
     old_pids = {x["pid"] for rows in r["records_before"].values() for x in rows}
-    resumed_from_state = []
-    for tid, rows in r["records_before"].items():
-        if rows[-1]["final"] or rows[-1]["epoch"] in (3, 9):  # ended, or maybe stopped by ASHA at a rung
-            continue
-        resumed = [x for x in after.get(tid, []) if x["pid"] not in old_pids]
-        assert resumed, f"trial {tid} did not go on after --resume"
-        assert 1 < resumed[0]["epoch"] <= rows[-1]["epoch"] + 1, ([x["epoch"] for x in rows],
-                                                                  [x["epoch"] for x in resumed])
-        if rows[-1]["epoch"] > 2:  # more reports since the last snapshot than Tune's old num_to_keep=2
-            resumed_from_state.append(tid)
-    assert resumed_from_state, ("no trial 3+ epochs past the last snapshot resumed after --resume",
-                                {t: [x["epoch"] for x in rows] for t, rows in after.items()})
+    rows = r["records_before"][r["victim"]]
+    resumed = [x for x in after.get(r["victim"], []) if x["pid"] not in old_pids]
+    assert resumed, (f"trial {r['victim']} did not go on after --resume", {t: [x["epoch"] for x in v]
+                                                                          for t, v in after.items()})
+    assert 1 < resumed[0]["epoch"] <= rows[-1]["epoch"] + 1, ([x["epoch"] for x in rows],
+                                                              [x["epoch"] for x in resumed])
+    assert not list((r["exp"] / "trial-state").glob("*.pt")), "saved states are removed once the search ends"
 
 
 def test_resume_after_driver_sigkill_loses_no_trial(driver_kill_run):

@@ -85,14 +85,18 @@ def dominated(a, others) -> bool:
 
 
 # --- the searches ----------------------------------------------------------------------------------------------
-def _interruptible(tune_dir: Path) -> bool:
-    """A trial has finished (reported `final`) and another is still running with its saved state on disk: it
-    is below ASHA's first rung (30 % of its schedule), so no scheduler can have stopped it."""
-    trials = trial_results(tune_dir)
-    finished = any(t["rows"][-1].get("final") == 1 for t in trials.values())
-    running = any(t["rows"][-1].get("final") == 0 and t["rows"][-1]["progress"] < 30
-                  and (tune_dir.parent / "trial-state" / f"{tid}.pt").is_file() for tid, t in trials.items())
-    return finished and running
+def _interruptible(exp: Path) -> bool:
+    """A trial has finished and another is running, its latest state saved below ASHA's first rung (30 % of its
+    schedule), so no scheduler can have stopped it. Read from the trials' own state files, written live."""
+    import torch
+
+    rows = []
+    for f in (exp / "trial-state").glob("*.pt"):
+        try:
+            rows.append(torch.load(f, weights_only=True)["row"])
+        except Exception:  # noqa: BLE001  a file being replaced right now
+            continue
+    return any(r["final"] for r in rows) and any(not r["final"] and r["progress"] < 30 for r in rows)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +112,7 @@ def both_run(search_root, search_cli, search_popen):
                         "--cpus-per-trial", "1", out=log)
     try:
         deadline = time.monotonic() + 600
-        while not _interruptible(exp / TUNE_DIR):
+        while not _interruptible(exp):
             if proc.poll() is not None:
                 pytest.fail(f"the search ended before it could be interrupted: {describe(proc, log)}")
             if time.monotonic() > deadline:
@@ -127,7 +131,9 @@ def both_run(search_root, search_cli, search_popen):
     return SimpleNamespace(first=first, proc=resumed, exp=exp)
 
 
-resumed_run = both_run  # the resume tests read the same search
+@pytest.fixture(scope="module")
+def resumed_run(both_run):
+    return both_run  # the resume tests read the same search
 
 
 # --- 1. outputs of the default-shaped search -------------------------------------------------------------------
@@ -202,9 +208,11 @@ def test_pareto_front_is_the_non_dominated_completed_trials(both_run):
 def test_a_trials_objective_is_its_selection_metrics_recomputed(both_run, search_root):
     """A completed trial's reported objective = the run driver's selection view of the same config, recomputed
     here in-process on the same seed (validation data only; the test split is never scored in a trial)."""
+    from unlearn_core.environment import use_cpus
     from unlearn_core.run import start
     from unlearn_core.spec import ExperimentSpec
 
+    use_cpus(1)  # as the trial (1 CPU): the same float reductions, hence the same SGD trajectory
     proc, exp = both_run.proc, both_run.exp
     assert proc.returncode == 0, describe(proc)
     meta = json.loads((exp / "search.json").read_text())
@@ -264,20 +272,21 @@ def test_interrupted_search_resumes_without_losing_or_rerunning_trials(resumed_r
         assert (f["sel_tow"], f["sel_tow_mia"]) == pytest.approx((r.sel_tow, r.sel_tow_mia), rel=1e-12)
         assert len(after[r.trial_id]["rows"]) == len(first.results[r.trial_id]["rows"]), \
             f"finished trial {r.trial_id} reported again after --resume"
-    # A trial that was running continued from its saved state under the new driver: its first epoch there was
-    # past epoch 1, and no epoch was reported twice.
+    # A trial that was running at the interrupt continued from its saved state under the new driver: its first
+    # epoch there follows its last one before (not epoch 1), and no epoch was reported twice.
+    old_pids = {row["pid"] for r in first.results.values() for row in r["rows"]}
     restored = []
-    for t, r in after.items():
-        pids = [row["pid"] for row in r["rows"]]
-        if len(set(pids)) > 1:
-            later = [row for row in r["rows"] if row["pid"] == pids[-1]]
-            if later[0]["epoch"] > 1:
-                restored.append(t)
+    for t, r in first.results.items():
+        if r["rows"][-1]["final"] or t not in after:
+            continue
+        new = [row for row in after[t]["rows"] if row["pid"] not in old_pids]
+        if new:
+            assert 1 < new[0]["epoch"] <= r["rows"][-1]["epoch"] + 1, (t, [x["epoch"] for x in r["rows"]],
+                                                                       [x["epoch"] for x in new])
+            restored.append(t)
+            its = [x["epoch"] for x in new]
+            assert its == sorted(set(its)), f"trial {t} repeated epochs after the restore: {its}"
     assert restored, "no trial resumed from its saved state"
-    for t in restored:
-        its = [row["epoch"] for row in after[t]["rows"]]
-        assert its == sorted(set(its)), f"trial {t} repeated epochs after the restore: {its}"
-
     study = load_study(exp)
     assert len(study.trials) == NUM_SAMPLES, f"{len(study.trials)} Optuna trials (before --resume: {first.study_trials})"
     assert unfinished(study) == []

@@ -86,7 +86,7 @@ def test_report_of_a_search_folder(search_root):
         img = mpimg.imread(exp / "figures" / f"digits-resnet18-{name}.png")
         assert img.size > 0 and img[..., :3].std() > 0.05, name
     report = (exp / "report.md").read_text()
-    assert "| digits | resnet18 | paper |" in report and "**best**" in report
+    assert "| digits | resnet18 |" in report and "**recommended" in report and "(paired, same seeds)" in report
 
 
 @pytest.mark.parametrize("case", ["missing folder", "not an experiment"])

@@ -115,7 +115,7 @@ def _kl(model, teacher, data, T=4.0):
 def test_scrub_max_step_increases_forget_kl(ws, original_state, random_sets):
     _, forget, retain = random_sets
     teacher = ws.load_model(original_state).eval()
-    common = dict(epochs=1, lr=0.01, alpha=0.5, gamma=1.0, forget_batch_size=16, retain_batch_size=128)
+    common = dict(epochs=1, lr=0.002, alpha=0.5, gamma=1.0, forget_batch_size=16, retain_batch_size=128)
     kl = {}
     for max_steps in (0, 1):
         unl = _unlearner(ws, original_state, "scrub", forget, retain, max_steps=max_steps, **common)
@@ -128,8 +128,9 @@ def test_scrub_max_step_increases_forget_kl(ws, original_state, random_sets):
     # teacher on the forget set. Forget batches also move BatchNorm's running statistics (the student is in
     # train mode), which alone raises the eval-mode KL somewhat even if the pass *descended* on the KL; so the
     # max pass must also make the forget set the place where student and teacher differ most: more than on
-    # the unseen test set. (With the sign flipped, forget KL here is ~0.4 and below the test set's.)
-    assert f1 > 1.0 and f1 > 10 * f0, kl
+    # the unseen test set. A small lr keeps the pass local: at lr 0.01 six ascent steps already blow the
+    # student up everywhere (KL ~10 on both sets), which says nothing about where it moved first.
+    assert f1 > 0.25 and f1 > 10 * f0, kl
     assert f1 > t1, kl
 
 

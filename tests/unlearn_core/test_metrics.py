@@ -16,7 +16,7 @@ from unlearn_core.metrics import (
     evaluate,
     mean_ci,
     mia_features,
-    mia_score,
+    model_mia,
     predict_probs,
     svc_mia,
     tow,
@@ -263,12 +263,12 @@ def test_mia_separates_members_from_held_out_examples(noisy_digits):
     test = (x[start:start + n_test], y[start:start + n_test])
     heldout_forget = (x[start + n_test:start + n_test + n_forget], y[start + n_test:start + n_test + n_forget])
 
-    seen = mia_score(model, *retain, *test, *member_forget, seed=0)
-    unseen = mia_score(model, *retain, *test, *heldout_forget, seed=0)
+    seen = model_mia(model, *retain, *test, *member_forget, seed=0)
+    unseen = model_mia(model, *retain, *test, *heldout_forget, seed=0)
     assert set(seen) == {"confidence"}
     assert 0.0 <= seen["confidence"] <= 1.0 and 0.0 <= unseen["confidence"] <= 1.0
     assert unseen["confidence"] - seen["confidence"] >= 0.2, (seen, unseen)
-    assert mia_score(model, *retain, *test, *heldout_forget, seed=0) == unseen  # seeded: deterministic
+    assert model_mia(model, *retain, *test, *heldout_forget, seed=0) == unseen  # seeded: deterministic
 
     # evaluate() wires the same pieces together
     out = evaluate(model, {"retain": retain, "forget": heldout_forget, "test": test},

@@ -112,9 +112,7 @@ BAD_PLANS = [
     ({"low": NONE}, "list of 3 steps"),
     ([NONE, NONE, "scrub"], "high step must be a mapping"),
     ([NONE, {"algorithm": "salun", "params": {}}, NONE], r"mid step: unknown algorithm 'salun'; valid: none, finetune"),
-    pytest.param([NONE, {"params": {}}, NONE], "mid step has no 'algorithm'", marks=pytest.mark.xfail(
-        strict=True, reason="regression in the #11 rewrite: rum.parse_plan reads step.get('algorithm') and reports "
-                            "a missing algorithm as 'unknown algorithm None' (old: \"has no 'algorithm'\")")),
+    ([NONE, {"params": {}}, NONE], "mid step has no 'algorithm'"),
     ([{"algorithm": "none", "params": {"lr": 0.1}}, NONE, NONE], "low step runs 'none', which takes no params"),
     ([NONE, {**FT, "epochs": 3}, NONE], r"mid step has unknown key\(s\) epochs"),
     ([NONE, NONE, {"algorithm": "scrub", "params": {"alpha": 0.5, "betaa": 1}}],

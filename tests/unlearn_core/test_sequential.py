@@ -172,9 +172,6 @@ def test_rum_with_a_mix_recomputes_the_proxy_on_the_current_model(rum_mix_run):
     assert rec["requests"][1]["start_weights_sha"] == rec["requests"][0]["end_weights_sha"]
 
 
-@pytest.mark.xfail(strict=True, reason="run.py times Rum.next_epoch() as a whole, which includes each stage's "
-                                       "set-up and its group-accuracy evaluation (Rum._open/_close), so a RUM "
-                                       "request's unlearn_seconds exceeds the sum of its stages' (old: equal)")
 def test_a_rum_requests_seconds_are_its_stages_seconds(rum_mix_run):
     _, rec, _, _ = rum_mix_run
     for r in rec["requests"]:

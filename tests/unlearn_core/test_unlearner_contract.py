@@ -146,7 +146,6 @@ class UnlearnerContract:
     degenerate: Optional[dict] = None  # settings that make it plain fine-tuning (DEG's epochs, batch, lr)
     degenerate_buffers_equal: bool = True
     forget_drop: float = 30.0          # forget accuracy must fall at least this far below the original's
-    run_resume_bug: Optional[str] = None  # a known bug that breaks resuming a Run (strict xfail)
 
     @classmethod
     def _unlearner(cls, ws, state, request, params):
@@ -213,9 +212,7 @@ class UnlearnerContract:
         rows = list(run.epochs())
         return rows, run.record(), run.model
 
-    def test_run_resumes_from_its_state_dict(self, ws, run_uninterrupted, request):
-        if self.run_resume_bug:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=self.run_resume_bug))
+    def test_run_resumes_from_its_state_dict(self, ws, run_uninterrupted):
         rows_full, rec_full, model_full = run_uninterrupted
         assert len(rec_full["requests"]) == 2 and rec_full["diverged"] is None
         run = self._start(ws)
@@ -236,17 +233,12 @@ class UnlearnerContract:
         assert _strip(fresh.record()) == _strip(rec_full)
 
 
-SCRUB_TEACHER_BUG = ("Scrub's teacher is not in its state_dict: Run.load_state_dict rebuilds the unlearner from "
-                     "ws.new_model() (random weights), so a resumed SCRUB request distils from a random teacher")
-
-
 class TestScrub(UnlearnerContract):
     algorithm = "scrub"
     params = SCRUB2["params"]
     stop_after = 1  # after the max pass
     # no max pass, no KL and gamma = 1 minimize only CE(retain): fine-tuning
     degenerate = dict(DEG, max_steps=0, alpha=0.0, gamma=1.0)
-    run_resume_bug = SCRUB_TEACHER_BUG
 
 
 class TestNegGradPlus(UnlearnerContract):
@@ -280,9 +272,6 @@ class TestRum(UnlearnerContract):
         assert [s["level"] for s in extra["stages"]] == ["low", "mid", "high"]
         assert [s["epochs"] for s in extra["stages"]] == [1, 2, 1] and sum(extra["group_sizes"]) > 100
 
-    @pytest.mark.xfail(strict=True, reason="a SCRUB stage resumed mid-stage gets the resumed model as its teacher "
-                                           "(Rum.load_state_dict -> _create(stage) on the loaded weights), not "
-                                           "the model the stage started from")
     def test_resume_inside_a_scrub_stage(self, ws, original_state, request1):
         params = {"plan": [NONE, SCRUB2, NONE], "proxy": PROXY}
         full = self._unlearner(ws, original_state, request1, params)
