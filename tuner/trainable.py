@@ -64,6 +64,9 @@ def run_trial(config: dict, dataset: Optional[Dataset] = None) -> None:
                 requests=requests, selection=config["selection"], views=("selection",), evaluate=policy)
     if saved is not None:
         run.load_state_dict(saved["run"])
+        # The state is saved before its report, so that report may never have reached the driver: give it again
+        # (a driver that had it sees the same row twice; one that had not loses nothing).
+        tune.report(saved["row"])
     node = ray.get_runtime_context().get_node_id()
     for row in run.epochs():
         if "sel_tow" not in row:

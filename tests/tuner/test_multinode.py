@@ -209,45 +209,55 @@ def worker_kill_run(cluster, store, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def driver_kill_run(cluster, store, tmp_path_factory):
-    """A 2-node search whose driver is SIGKILLed once one trial is COMPLETE in the study and another has
-    reported at least 3 times since the experiment's last snapshot (which already held that trial); then
-    `--resume` on the same cluster.
+    """A 2-node search whose driver is SIGKILLed after a trial has reported 3 more times than the experiment
+    snapshot that is then put back in place; then `--resume` on the same cluster.
 
-    More reports than Tune's old `CheckpointConfig(num_to_keep=2)` between two snapshots made Tune restore the
-    trial from a checkpoint it had already deleted, and the trial ended in ERROR. Trials now keep their own
-    latest state (tuner/trial_state.py), so the kill is made exactly in that situation, not by luck."""
+    This is the situation that made Tune restore a trial from a checkpoint `CheckpointConfig(num_to_keep=2)` had
+    already deleted (more reports between two snapshots than checkpoints kept), so the trial ended in ERROR. It
+    is made deterministically: the snapshot files are copied while the slow trial is at its first reports, and
+    restored after the kill. Trials now keep their own latest state (tuner/trial_state.py) and go on from it."""
     root = tmp_path_factory.mktemp("dk")
     worker = cluster.add_node("w2", num_cpus=1, resources={"worker_node": 1})
     log = root / "search.log"
     args = ["scrub", "--address", cluster.address, "--storage", str(root), "--store", str(store), "--name", "dk",
             "--points", str(slow_points(root, second_epochs=3))]
     exp = root / "dk"
-    snapshots = {"TUNE_GLOBAL_CHECKPOINT_S": "4"}
-    proc = start_search(cluster, root, log, *args, *SMALL, env=snapshots)
+    tune_dir = exp / f"tune-{STUDY}"
+    proc = start_search(cluster, root, log, *args, *SMALL)
     try:
-        def three_reports_past_the_snapshot():
-            done = complete_numbers(exp)
-            snap = sorted((exp / f"tune-{STUDY}").glob("experiment_state-*.json"))
-            if not done or not snap:
+        def snapshot_holding_a_young_trial():
+            snaps = sorted(tune_dir.glob("experiment_state-*.json"))
+            if not snaps:
                 return None
-            t_snap, held = snap[-1].stat().st_mtime, snap[-1].read_text()
+            held = snaps[-1].read_text()
             for tid, rows in live_records(cluster).items():
-                since = [r for r in rows if r["timestamp"] > t_snap + 1]  # whole seconds: one of margin
-                if tid in held and not rows[-1]["final"] and rows[-1]["epoch"] not in (3, 9) and len(since) >= 3:
-                    return done, tid
+                if tid in held and not rows[-1]["final"] and rows[-1]["progress"] <= 30:  # the 10-epoch point
+                    files = {p.name: p.read_bytes() for p in tune_dir.iterdir()
+                             if p.is_file() and "state" in p.name}  # experiment, searcher, search-gen state
+                    return tid, len(rows), files
             return None
 
-        done, victim = wait_for(three_reports_past_the_snapshot, 300, "3 reports past the last snapshot", proc,
-                                log, every=0.1)
+        victim, reports_then, snapshot = wait_for(snapshot_holding_a_young_trial, 300, "a snapshot holding a "
+                                                  "trial at its first reports", proc, log, every=0.1)
+
+        def three_more_reports():
+            rows = live_records(cluster).get(victim, [])
+            return complete_numbers(exp) if len(rows) >= reports_then + 3 and not rows[-1]["final"] else None
+
+        done = wait_for(three_more_reports, 300, "3 more reports of the young trial", proc, log, every=0.1)
         before = live_records(cluster)  # what the driver had received (its staging copy) just before the kill
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         killed_rc = proc.returncode
         kill_session(proc.pid)
+        for name in [p.name for p in tune_dir.iterdir() if p.is_file() and "state" in p.name]:
+            (tune_dir / name).unlink()
+        for name, blob in snapshot.items():  # the experiment as that older snapshot left it
+            (tune_dir / name).write_bytes(blob)
         done_before = {t.number: tuple(t.values) for t in study_trials(exp) if t.number in done}
         with open(log, "a") as f:
             f.write("\n===== driver SIGKILLed; --resume =====\n")
-        proc = start_search(cluster, root, log, *args, "--resume", env=snapshots)
+        proc = start_search(cluster, root, log, *args, "--resume")
         rc = run_to_end(proc, log)
     finally:
         kill_session(proc.pid)
@@ -307,14 +317,14 @@ def test_resume_keeps_completed_trials_and_continues_checkpointed_ones(driver_ki
     assert r["done_before"], "no trial had completed before the kill"
     for number, values in r["done_before"].items():  # COMPLETE before the kill: kept as it was
         assert trials[number].state.name == "COMPLETE" and tuple(trials[number].values) == tuple(values)
-    # The trial with 3+ reports since the last snapshot goes on from its own saved state under the new driver:
-    # not from epoch 1, never skipping an epoch.
+    # The trial with 3+ reports since the restored snapshot goes on from its own saved state under the new driver:
+    # not from epoch 1, never skipping an epoch (its last saved row is reported again first).
     old_pids = {x["pid"] for rows in r["records_before"].values() for x in rows}
     rows = r["records_before"][r["victim"]]
     resumed = [x for x in after.get(r["victim"], []) if x["pid"] not in old_pids]
     assert resumed, (f"trial {r['victim']} did not go on after --resume", {t: [x["epoch"] for x in v]
                                                                           for t, v in after.items()})
-    assert 1 < resumed[0]["epoch"] <= rows[-1]["epoch"] + 1, ([x["epoch"] for x in rows],
+    assert 3 < resumed[0]["epoch"] <= rows[-1]["epoch"] + 1, ([x["epoch"] for x in rows],
                                                               [x["epoch"] for x in resumed])
     assert not list((r["exp"] / "trial-state").glob("*.pt")), "saved states are removed once the search ends"
 

@@ -89,12 +89,28 @@ def test_report_of_a_search_folder(search_root):
     assert "| digits | resnet18 |" in report and "**recommended" in report and "(paired, same seeds)" in report
 
 
+def in_process(main, *argv: str) -> tuple[int, str]:
+    """A CLI's `main(argv)` in this process: (exit status, stderr). Bad input needs no process of its own."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            rc = main(list(argv))
+        except SystemExit as e:
+            rc = e.code
+    return rc, err.getvalue()
+
+
 @pytest.mark.parametrize("case", ["missing folder", "not an experiment"])
 def test_report_refuses_what_is_not_an_experiment(tmp_path, case):
+    from tuner.report import main
+
     target = tmp_path / "nope" if case == "missing folder" else tmp_path
-    res = module("tuner.report", str(target), cwd=tmp_path, timeout=120)
-    lines = res.stderr.strip().splitlines()
-    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    rc, err = in_process(main, str(target))
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -105,8 +121,10 @@ def test_report_refuses_what_is_not_an_experiment(tmp_path, case):
 def test_study_refuses_unknown_methods_and_configs_in_one_line(tmp_path, args, needle):
     (tmp_path / "c.json").write_text(json.dumps([{"algorithm": "frobnicate", "dataset": "digits", "arch": "resnet18",
                                                   "params": {}}]))
+    from tuner.study import main
+
     args = [str(tmp_path / "c.json") if a == "CONFIGS" else a for a in args]
-    res = module("tuner.study", "--preset", "smoke", "--storage", str(tmp_path / "s"), *args, cwd=tmp_path, timeout=120)
-    lines = res.stderr.strip().splitlines()
-    assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr
+    rc, err = in_process(main, "--preset", "smoke", "--storage", str(tmp_path / "s"), *args)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and needle in lines[0], err
     assert not (tmp_path / "s").exists()

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -123,38 +122,55 @@ BAD_INPUTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def bad_runs(tmp_path_factory):
-    """Every bad input's run (two at a time: each is mostly interpreter start-up) with its own empty store."""
-    def one(case):
-        extra, _ = BAD_INPUTS[case]
-        opts = {"--algorithm": "scrub", "--dataset": "digits", "--arch": "resnet18", "--width": "0.125",
-                "--train-epochs": "1", "--device": "cpu"}
-        rest = []
-        it = iter(extra)
-        for a in it:
-            if a in opts:
-                opts[a] = next(it)
-            else:
-                rest.append(a)
-        store = tmp_path_factory.mktemp("store")
-        args = ["run", *(x for kv in opts.items() for x in kv), *rest, "--store", str(store), "--json"]
-        return store, cli(*args, timeout=300)
+def _main(argv: list[str]) -> tuple[int, str, str]:
+    """`python -m unlearn_core` in this process: (exit status, stdout, stderr). Bad input is refused before any
+    training, so it needs no process of its own (one subprocess case below checks the real entry point)."""
+    import contextlib
+    import io
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(sorted(BAD_INPUTS), pool.map(one, sorted(BAD_INPUTS))))
+    from unlearn_core.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(argv)
+        except SystemExit as e:  # argparse
+            rc = e.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _argv(case: str, store) -> list[str]:
+    extra, _ = BAD_INPUTS[case]
+    opts = {"--algorithm": "scrub", "--dataset": "digits", "--arch": "resnet18", "--width": "0.125",
+            "--train-epochs": "1", "--device": "cpu"}
+    rest = []
+    it = iter(extra)
+    for a in it:
+        if a in opts:
+            opts[a] = next(it)
+        else:
+            rest.append(a)
+    return ["run", *(x for kv in opts.items() for x in kv), *rest, "--store", str(store), "--json"]
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_error_line_and_writes_nothing(bad_runs, case):
+def test_bad_input_is_one_error_line_and_writes_nothing(case, tmp_path):
     _, needle = BAD_INPUTS[case]
-    store, res = bad_runs[case]
-    assert res.returncode == 2, (res.returncode, res.stderr)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
+    store = tmp_path / "store"
+    rc, out, err = _main(_argv(case, store))
+    assert rc == 2, (rc, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
-    assert res.stdout == ""
-    assert files_under(store) == set(), "a refused run wrote to the store"
+    assert out == ""
+    assert not store.exists() or files_under(store) == set(), "a refused run wrote to the store"
+
+
+def test_bad_input_through_the_real_entry_point(tmp_path):
+    res = cli(*_argv("negative lr", tmp_path / "store"), timeout=300)
+    assert res.returncode == 2 and res.stdout == "", res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "lr" in lines[0], res.stderr
 
 
 def test_help_mentions_every_option():
