@@ -45,7 +45,8 @@ def best_configs_markdown(summary: list[dict]) -> str:
         others = [c for c in s["candidates"] if c["label"] != "paper"]
         first = next((c for c in s["candidates"] if c["label"] == s["label"]), p)
         rows = [("**recommended**: " + first["label"] if s["beats_paper"] else
-                 "**recommended: the paper's config** (no searched config had a higher lower bound)", first)]
+                 "**recommended: the paper's config** (no searched config had both a higher lower bound and a "
+                 "higher mean)", first)]
         if s["beats_paper"]:
             rows.append(("paper", p))
         elif others:

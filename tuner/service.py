@@ -288,11 +288,15 @@ def finalize_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, rows:
     ranked = rerun(cands, s.spec(dataset, arch, seeds[0]), dataset_obj, seeds,
                    algorithm=search_spaces.get_space(s.algorithm).algorithm, requests=s.requests,
                    selection=s.selection, cpus=cpus, gpus=gpus, objective=s.objective, log=log)
-    best, paper_row = ranked[0], next(c for c in ranked if c["label"] == "paper")
+    paper_row = next(c for c in ranked if c["label"] == "paper")
     searched = next((c for c in ranked if c["label"] != "paper"), None)
-    versus = searched if best is paper_row else best  # the searched config the paper is compared with
+    # A searched config is recommended only if it wins the rule (highest lower bound) *and* its selection mean
+    # is higher than the paper's: a narrower interval around a worse mean is not a better config.
+    beats = ranked[0] is searched and searched["objective"]["mean"] > paper_row["objective"]["mean"]
+    best = searched if beats else paper_row
+    versus = searched  # the searched config the paper is compared with
     return {"dataset": dataset, "arch": arch, "algorithm": s.algorithm, "objective_name": s.objective,
-            "beats_paper": best is not paper_row, "label": best["label"], "params": best["params"],
+            "beats_paper": beats, "label": best["label"], "params": best["params"],
             **{k: best[k] for k in ("sel_tow", "sel_tow_mia", "tow", "tow_mia", "objective", "seeds")},
             "diverged_runs": best["diverged_runs"], "search_seed": s.search_seed, "trials_run": len(rows),
             "trials": {st: sum(1 for r in rows if r["status"] == st) for st in ("completed", "stopped", "pruned", "error")},

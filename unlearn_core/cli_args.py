@@ -49,7 +49,7 @@ def add_experiment_args(p: argparse.ArgumentParser, *, several: bool = False, fo
                    metavar="ARCH", help=f"architecture, {'one or more of' if several else 'one of'} "
                                         f"{', '.join(model_names())} (default resnet18)")
     g.add_argument("--width", type=float, default=None, metavar="F",
-                   help="channel multiplier > 0 (default 0.25 on digits, 1.0 = the reference model otherwise)")
+                   help="channel multiplier > 0 (default 0.125 on digits, 1.0 = the reference model otherwise)")
     g.add_argument("--data-dir", default=None, metavar="DIR",
                    help="folder with the dataset files: for cifar10/cifar100 the folder holding the official "
                         "python-pickle folder (default $UNLEARN_DATA_DIR or ~/.cache/unlearn/data); for "
