@@ -69,7 +69,7 @@ from .forget import validate_ids
 from .metrics import predict_probs
 from .references import original
 from .registry import Registry
-from .training import ce_step, sgd
+from .training import ce_step, event_values, sgd  # noqa: F401  (event_values: part of the API)
 from .scores_file import from_file, read_scores_file, scores_for_dataset  # noqa: F401  (part of the API)
 from .workspace import Workspace
 
@@ -149,15 +149,6 @@ def weights_sha(model: nn.Module) -> str:
 def log_probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Log-softmax outputs (N×C float32) in eval mode: finite where p underflows to 0 (entropies, KLs)."""
     return predict_probs(model, x, log=True)
-
-
-def event_values(logp: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The four learning-event quantities of one pass (same formulas as training's event recorder)."""
-    p = logp.exp()
-    return {"confidence": p.gather(1, y[:, None]).squeeze(1),
-            "max_conf": p.max(1).values,
-            "neg_entropy": (p * logp).sum(1),
-            "correct": (logp.argmax(1) == y).float()}
 
 
 def symmetric_kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:

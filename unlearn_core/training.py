@@ -111,6 +111,16 @@ class LearningEvents:
     epochs: int
 
 
+def event_values(logp: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The four learning-event quantities of one forward pass, from log-softmax outputs (the one place their
+    formulas live: the training recorder and the proxies' eval pass both use it)."""
+    p = logp.exp()
+    return {"confidence": p.gather(1, y[:, None]).squeeze(1),
+            "max_conf": p.max(1).values,
+            "neg_entropy": (p * logp).sum(1),
+            "correct": (logp.argmax(1) == y).float()}
+
+
 class _EventRecorder:
     """Accumulates per-example sums on the device with index_add_ (no host sync inside the step loop)."""
 
@@ -119,15 +129,8 @@ class _EventRecorder:
 
     @torch.no_grad()
     def add(self, logits: torch.Tensor, y: torch.Tensor, ids: torch.Tensor):
-        logp = F.log_softmax(logits.float(), dim=1)
-        p = logp.exp()
-        vals = torch.stack([
-            p.gather(1, y[:, None]).squeeze(1),
-            p.max(1).values,
-            (p * logp).sum(1),
-            (logp.argmax(1) == y).float(),
-        ])
-        self.sums.index_add_(1, ids, vals)
+        vals = event_values(F.log_softmax(logits.float(), dim=1), y)  # confidence, max_conf, neg_entropy, correct
+        self.sums.index_add_(1, ids, torch.stack(list(vals.values())))
 
     def result(self, epochs: int) -> LearningEvents:
         m = (self.sums / max(epochs, 1)).cpu().numpy()

@@ -150,14 +150,20 @@ def check_nothing_lost(exp: Path, same_values: bool = True) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------------- fixtures
 
-def slow_points(root: Path, second_epochs: int = 10) -> Path:
-    """Two slow configs tried first (small batches; one max pass, so a 10-epoch one reports from epoch 2 = 20 %
-    of its schedule, below ASHA's first rung): long enough to be caught mid-run. With `second_epochs` < 10 the
-    second finishes while the first is still going."""
-    slow = {"lr": 0.005, "epochs": 10, "max_steps": 1, "alpha": 0.5, "gamma": 1.0, "temperature": 4.0,
-            "forget_batch_size": 16, "retain_batch_size": 64}
+SLOW = {"lr": 0.005, "epochs": 10, "max_steps": 1, "alpha": 0.5, "gamma": 1.0, "temperature": 4.0,
+        "forget_batch_size": 16, "retain_batch_size": 64}
+# Max passes in all of its 3 epochs at the top learning rate: it ends fast with a ToW near 0 (or diverges), so at
+# ASHA's first rung it is below any sane trial and never gets the slow one stopped.
+BAD_SHORT = {"lr": 0.1, "epochs": 3, "max_steps": 3, "alpha": 1e-5, "gamma": 1e-5, "temperature": 8.0,
+             "forget_batch_size": 16, "retain_batch_size": 256}
+
+
+def slow_points(root: Path, second: dict | None = None) -> Path:
+    """The configs tried first: a slow one (small batches; one max pass, so it reports from epoch 2 = 20 % of its
+    schedule, below ASHA's first rung), long enough to be caught mid-run, and a second one (default: another
+    slow one)."""
     path = root / "slow.json"
-    path.write_text(json.dumps([slow, {**slow, "lr": 0.004, "epochs": second_epochs}]))
+    path.write_text(json.dumps([SLOW, second or {**SLOW, "lr": 0.004}]))
     return path
 
 
@@ -220,7 +226,7 @@ def driver_kill_run(cluster, store, tmp_path_factory):
     worker = cluster.add_node("w2", num_cpus=1, resources={"worker_node": 1})
     log = root / "search.log"
     args = ["scrub", "--address", cluster.address, "--storage", str(root), "--store", str(store), "--name", "dk",
-            "--points", str(slow_points(root, second_epochs=3))]
+            "--points", str(slow_points(root, second=BAD_SHORT))]
     exp = root / "dk"
     tune_dir = exp / f"tune-{STUDY}"
     proc = start_search(cluster, root, log, *args, *SMALL)

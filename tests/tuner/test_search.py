@@ -325,7 +325,29 @@ def test_points_then_the_paper_config_are_the_first_trials(both_run):
     assert search_spaces.to_config_params("scrub", paper) in params
 
 
-# --- 7. bad input ---------------------------------------------------------------------------------------------------
+# --- 7. the report of a search ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_report_of_the_search_folder(both_run):
+    """`python -m tuner.report` on the finished search: Optuna history, Pareto figures and the winners' table."""
+    import sys
+
+    import matplotlib.image as mpimg
+
+    from .conftest import cli_env
+
+    assert both_run.proc.returncode == 0, describe(both_run.proc)
+    exp = both_run.exp
+    res = subprocess.run([sys.executable, "-m", "tuner.report", str(exp)], cwd=exp.parent, env=cli_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for name in ("history-tow", "history-tow_mia", "pareto-tow-vs-tow_mia", "pareto-tow-vs-seconds"):
+        img = mpimg.imread(exp / "figures" / f"digits-resnet18-{name}.png")
+        assert img.size > 0 and img[..., :3].std() > 0.05, name
+    report = (exp / "report.md").read_text()
+    assert "| digits | resnet18 |" in report and "**recommended" in report and "(paired, same seeds)" in report
+
+
+# --- 8. bad input ---------------------------------------------------------------------------------------------------
 # (args, a word the one error line must contain). Checked in this process (the CLI's `main`, real files, no Ray):
 # each is refused before anything heavy starts.
 BAD = {

@@ -75,20 +75,6 @@ def test_a_second_run_resumes_with_nothing_left(smoke):
     assert "6 cells, 6 already done" in again.stdout
 
 
-def test_report_of_a_search_folder(search_root):
-    """The report of a finished search (the `both` search of test_search.py, when it ran in this session)."""
-    exp = search_root / "runs" / "both"
-    if not (exp / "best_configs.json").exists():
-        pytest.skip("the search of test_search.py did not run in this session")
-    res = module("tuner.report", str(exp), cwd=search_root)
-    assert res.returncode == 0, res.stderr[-2000:]
-    for name in ("history-tow", "history-tow_mia", "pareto-tow-vs-tow_mia", "pareto-tow-vs-seconds"):
-        img = mpimg.imread(exp / "figures" / f"digits-resnet18-{name}.png")
-        assert img.size > 0 and img[..., :3].std() > 0.05, name
-    report = (exp / "report.md").read_text()
-    assert "| digits | resnet18 |" in report and "**recommended" in report and "(paired, same seeds)" in report
-
-
 def in_process(main, *argv: str) -> tuple[int, str]:
     """A CLI's `main(argv)` in this process: (exit status, stderr). Bad input needs no process of its own."""
     import contextlib
