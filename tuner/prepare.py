@@ -35,7 +35,10 @@ def _prepare_one(spec: ExperimentSpec, dataset, cpus: float, proxies: Sequence[s
     # A zero-epoch run selects exactly the sets every trial will select and builds their retrains — unless the
     # sets of requests 2..k depend on each trial's own model (a mix with selection "current", the reference's
     # rule): those retrains are built, and cached, by the trials themselves.
-    rec = start(spec, "finetune", {"epochs": 0}, ws, requests=requests if shared else 1, selection=selection).run()
+    # Both views: trials read the selection view and finals both, so every reference metric is built here once
+    # (not by several concurrent trials at their first evaluation).
+    rec = start(spec, "finetune", {"epochs": 0}, ws, requests=requests if shared else 1, selection=selection,
+                views=("selection", "report")).run()
     first = rec["requests"][0]["retrain"]
     return {"spec": dataclasses.asdict(spec), "original_seconds": float(orig["seconds"]),
             "retrain_seconds": rec["retrain_seconds"], "wall_seconds": time.perf_counter() - t0,

@@ -306,13 +306,15 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
 # --------------------------------------------------------------------------------------------------
 
 def evaluate(model: torch.nn.Module, splits: Mapping[str, tuple], *, mia_sets: Mapping[str, tuple] | None = None,
-             seed: int, attacks: Iterable[str] = (REPORTED_ATTACK,), batch_size: int = 1024) -> dict[str, float]:
+             seed: int, attacks: Iterable[str] = (REPORTED_ATTACK,), batch_size: int = 1024,
+             cache: dict | None = None) -> dict[str, float]:
     """Accuracy of every named split (`{"forget": (x, y), ...}` → `forget_acc`, ...) and, when `mia_sets`
-    (keys `retain`, `test`, `forget`, each (x, y)) are given, `mia` (the `confidence` attack) plus
-    `mia_<attack>` for every attack in `attacks`.
+    (keys `retain`, `test` — the non-members —, `forget`, each (x, y)) are given, `mia` (the `confidence`
+    attack) plus `mia_<attack>` for every attack in `attacks`. `cache` (a dict the caller keeps) lets several
+    calls on the same model and the same image tensors predict each of them once.
     """
     out: dict[str, float] = {}
-    probs: dict[int, torch.Tensor] = {}  # by id of the images: a set named in both dicts is predicted once
+    probs: dict[int, torch.Tensor] = {} if cache is None else cache  # by id of the images: predicted once
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         if id(x) not in probs:

@@ -316,6 +316,12 @@ def absolute_proxy(name: str) -> str:
     return name
 
 
+def follows_model(name: str) -> bool:
+    """Whether `name`'s scores depend on the model they are asked for (hold-out and `*_current` proxies); the
+    learning-event proxies and scores files give the original's whatever the model."""
+    return check_proxy_name(name) is None and PROXIES.get(name).follows_model
+
+
 def proxy_center(name: str) -> Optional[float]:
     """Where a mix's "mid" group is centred: 0.5 for a scores file (true memorization), else None (the median)."""
     return SCORES_CENTER if isinstance(name, str) and name.startswith(SCORES_PREFIX) else None

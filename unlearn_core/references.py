@@ -80,7 +80,7 @@ def reference_metrics(ws: Workspace, forget_ids: np.ndarray, earlier: Sequence[n
     def build():
         model, art = retrain(ws, union)
         ex = () if excluded is None else (excluded,)
-        return {"metrics": ws.evaluate(model, forget_ids, *ex, view=view), "seconds": art["seconds"]}
+        return {"metrics": ws.evaluate(model, forget_ids, *ex, views=(view,)), "seconds": art["seconds"]}
 
     art, _ = ws.store.get_or_build("retrain_metrics", key, build)
     return {**art["metrics"], "seconds": float(art["seconds"])}

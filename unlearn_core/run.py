@@ -42,7 +42,7 @@ from .environment import environment
 from .errors import ConfigError, LossDiverged
 from .forget import request_classes, select_request
 from .metrics import tow, tow_mia
-from .proxies import check_proxy, memorization, proxy_center, weights_sha
+from .proxies import check_proxy, follows_model, memorization, proxy_center, weights_sha
 from .references import METRIC_KEYS, SELECTION_KEYS, original, reference_metrics, retrain
 from .rum import weights_finite
 from .spec import ExperimentSpec
@@ -172,11 +172,13 @@ class Run:
         scores, info = {}, {}
         if not wanted:
             return scores, info
-        src_model, src_key = None, None  # request 1: the original's recorded learning events
-        if j > 0 and self.selection == "retrain":
+        # Request 1, and proxies that ignore the model, score on the original: no model is loaded for them (a
+        # retrain would be read from the store only to be ignored).
+        src_model, src_key = None, None
+        if j > 0 and any(follows_model(n) for n in wanted) and self.selection == "retrain":
             union = np.sort(np.concatenate(self.earlier))
             src_model, src_key = retrain(self.ws, union)[0], "retrain:" + artifact_key("ids", ids=union)
-        elif j > 0:
+        elif j > 0 and any(follows_model(n) for n in wanted):
             src_model = self.model
             src_key = "unlearned:" + artifact_key(
                 "unlearned", history=self.shaped_by, algorithm=m.algorithm, params=m.params, seed=spec.seed,
@@ -209,13 +211,13 @@ class Run:
         model = cur.unl.model
         if not weights_finite(model):
             return None
-        out: dict = {}
         try:
-            for view in self.views:
-                u = self.ws.evaluate(model, cur.request.forget_ids, *cur.request.earlier, mia=mia, view=view)
-                out.update(versus_retrain(u, cur.reference[view], view))
+            u = self.ws.evaluate(model, cur.request.forget_ids, *cur.request.earlier, mia=mia, views=self.views)
         except ValueError:  # non-finite outputs (the SVC refuses NaN)
             return None
+        out: dict = {}
+        for view in self.views:
+            out.update(versus_retrain(u, cur.reference[view], view))
         return out
 
     def _objectives(self) -> list[str]:

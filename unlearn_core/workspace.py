@@ -78,26 +78,31 @@ class Workspace:
         return self.train.subset(forget_ids), self.train.subset(keep)
 
     def evaluate(self, model: torch.nn.Module, forget_ids: np.ndarray, *exclude: np.ndarray,
-                 mia: bool = True, view: str = "report") -> dict:
-        """Metrics of `model` for these sets in one of two views (see `VIEWS`).
+                 mia: bool = True, views: tuple[str, ...] = ("report",)) -> dict:
+        """Metrics of `model` for these sets in one or both views (see `VIEWS`), each image set predicted once.
 
         * `report` — the paper's definitions: forget/retain/val/test accuracy (%) and `mia`, the SVC MIA with
           the test set as non-members and an equally sized seeded retain sample as members.
         * `selection` — what a search may read: forget/retain/val accuracy and `sel_mia`, the same attack with
           the validation split as non-members (and a validation-sized retain sample). The test split is not
-          touched.
+          touched unless the report view is asked for too.
         """
-        if view not in VIEWS:
-            raise ConfigError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+        bad = [v for v in views if v not in VIEWS]
+        if bad or not views:
+            raise ConfigError(f"views must be some of {', '.join(VIEWS)}, got {tuple(views)!r}")
         forget, retain = self.sets(forget_ids, *exclude)
-        held = self.test if view == "report" else self.val
-        splits = {"forget": (forget.x, forget.y), "retain": (retain.x, retain.y), "val": (self.val.x, self.val.y)}
-        if view == "report":
-            splits["test"] = (self.test.x, self.test.y)
-        out = evaluate(model, splits, seed=self.spec.seed,
-                       mia_sets={"retain": (retain.x, retain.y), "test": (held.x, held.y),  # "test": non-members
-                                 "forget": (forget.x, forget.y)} if mia else None)
-        if view == "selection" and mia:
-            out["sel_mia"] = out.pop("mia")
-            out = {k: v for k, v in out.items() if not k.startswith("mia_")}
+        cache: dict = {}  # predictions shared by the views: forget, retain and val are the same images
+        out: dict = {}
+        for view in views:
+            held = self.test if view == "report" else self.val
+            splits = {"forget": (forget.x, forget.y), "retain": (retain.x, retain.y), "val": (self.val.x, self.val.y)}
+            if view == "report":
+                splits["test"] = (self.test.x, self.test.y)
+            got = evaluate(model, splits, seed=self.spec.seed, cache=cache,
+                           mia_sets={"retain": (retain.x, retain.y), "test": (held.x, held.y),  # "test": non-members
+                                     "forget": (forget.x, forget.y)} if mia else None)
+            if view == "selection":
+                got = {k: v for k, v in got.items() if not k.startswith("mia")} | (
+                    {"sel_mia": got["mia"]} if mia else {})
+            out.update(got)
         return out

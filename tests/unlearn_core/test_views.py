@@ -34,7 +34,7 @@ def test_selection_metrics_are_recomputed_from_validation_data(spec):
     rec = start(spec, "scrub", PARAMS, ws, views=("selection", "report"),
                 on_request=lambda r, model, req: models.append((model, req))).run()
     model, req = models[0]
-    u = ws.evaluate(model, req.forget_ids, view="selection")
+    u = ws.evaluate(model, req.forget_ids, views=("selection",))
     r = reference_metrics(ws, req.forget_ids, view="selection")
     assert rec["sel_tow"] == pytest.approx(tow(u, r, held_out="val_acc"), rel=1e-12)
     assert rec["sel_tow_mia"] == pytest.approx(tow_mia(u, r, held_out="val_acc", mia="sel_mia"), rel=1e-12)
@@ -48,7 +48,14 @@ def test_the_selection_mia_uses_validation_non_members(spec):
     ws = Workspace(spec)
     ids = np.arange(30)
     model = ws.new_model()
-    sel = ws.evaluate(model, ids, view="selection")
+    sel = ws.evaluate(model, ids, views=("selection",))
     ws.val = ws.test  # with the test split as "validation", the selection MIA becomes the report MIA
-    assert ws.evaluate(model, ids, view="selection")["sel_mia"] == ws.evaluate(model, ids)["mia"]
+    assert ws.evaluate(model, ids, views=("selection",))["sel_mia"] == ws.evaluate(model, ids)["mia"]
     assert set(sel) == {"forget_acc", "retain_acc", "val_acc", "sel_mia"}
+
+
+def test_both_views_in_one_evaluation_equal_each_view_alone(spec):
+    ws = Workspace(spec)
+    ids, model = np.arange(30), ws.new_model()
+    both = ws.evaluate(model, ids, views=("selection", "report"))
+    assert both == {**ws.evaluate(model, ids, views=("selection",)), **ws.evaluate(model, ids)}
