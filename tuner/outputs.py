@@ -1,7 +1,6 @@
 """Result files of a search: the trial table and the best-configs table (markdown)."""
 from __future__ import annotations
 
-import json
 
 import pandas as pd
 

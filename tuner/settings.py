@@ -165,7 +165,6 @@ def check_experiment(s: SearchSettings, datasets: dict) -> None:
     import search_spaces
     from unlearn_core.proxies import check_proxy
     from unlearn_core.run_check import check, check_sizes
-    from unlearn_core.workspace import Workspace
 
     space = search_spaces.get_space(s.algorithm)
     params = search_spaces.to_config_params(space, search_spaces.paper_config(s.algorithm, *s.pairs[0]))

@@ -55,18 +55,18 @@ def run_trial(config: dict, dataset: Optional[Dataset] = None) -> None:
     requests, algorithm = int(config["requests"]), config["algorithm"]
     state = TrialState(config["state_dir"], tune.get_context().get_trial_id())
     saved = state.load()
-    if saved is not None and saved["run"] is None:  # it had finished: report its last row again (the snapshot
-        tune.report(saved["row"])                   # the search resumed from may predate it)
-        return
+    if saved is not None:
+        # The state is saved before its report, so that report may never have reached the (killed) driver, and
+        # the snapshot a search resumes from may predate it: give it again (seen twice at worst, never lost).
+        tune.report(saved["row"])
+        if saved["run"] is None:  # it had finished
+            return
     policy = Evaluations(config["rungs"], config["mia_at_rungs"], per_epoch=requests == 1 and algorithm != "rum",
                          last_progress=saved["row"]["progress"] if saved else 0.0)
     run = start(spec, algorithm, to_config_params(config["space"], config), Workspace(spec, dataset),
                 requests=requests, selection=config["selection"], views=("selection",), evaluate=policy)
     if saved is not None:
         run.load_state_dict(saved["run"])
-        # The state is saved before its report, so that report may never have reached the driver: give it again
-        # (a driver that had it sees the same row twice; one that had not loses nothing).
-        tune.report(saved["row"])
     node = ray.get_runtime_context().get_node_id()
     for row in run.epochs():
         if "sel_tow" not in row:
