@@ -274,12 +274,13 @@ def test_interrupted_search_resumes_without_losing_or_rerunning_trials(resumed_r
             f"finished trial {r.trial_id} reported again after --resume"
     # A trial that was running at the interrupt continued from its saved state under the new driver: its first
     # epoch there follows its last one before (not epoch 1), and no epoch was reported twice.
-    old_pids = {row["pid"] for r in first.results.values() for row in r["rows"]}
+    # A row's process is (node, pid): the resumed driver's Ray has new node ids, while pids wrap and repeat.
+    old_workers = {(row["node_id"], row["pid"]) for r in first.results.values() for row in r["rows"]}
     restored = []
     for t, r in first.results.items():
         if r["rows"][-1]["final"] or t not in after:
             continue
-        new = [row for row in after[t]["rows"] if row["pid"] not in old_pids]
+        new = [row for row in after[t]["rows"] if (row["node_id"], row["pid"]) not in old_workers]
         if new:
             assert 1 < new[0]["epoch"] <= r["rows"][-1]["epoch"] + 1, (t, [x["epoch"] for x in r["rows"]],
                                                                        [x["epoch"] for x in new])
