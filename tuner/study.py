@@ -241,29 +241,31 @@ def run_study(a) -> int:
 
     # Every parameter set is checked before Ray starts: a bad config is one line, not a failed task.
     params = {c: method_params(c.base, c.rum, c.dataset, c.arch, configs, preset["epochs_scale"]) for c in cells}
-    ray.init(address=a.address or "local", include_dashboard=False, log_to_driver=False)
-    gpus = a.gpus_per_task if a.gpus_per_task is not None else (0.25 if ray.cluster_resources().get("GPU") else 0)
-    os.makedirs(os.path.join(exp, "runs"), exist_ok=True)
-    if not os.path.exists(os.path.join(exp, "study.json")):
-        write_json(os.path.join(exp, "study.json"),
-                   {"preset": a.preset, "settings": settings, "store": store, "configs": a.configs, "env": environment(),
-                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1)
     todo = [c for c in cells if not os.path.exists(os.path.join(exp, "runs", c.name("sequential") + ".json"))]
     print(f"study {exp}: {len(cells)} cells, {len(cells) - len(todo)} already done", flush=True)
-    task = ray.remote(_run_cell).options(num_cpus=a.cpus_per_task, num_gpus=gpus, max_retries=2)
-    data_refs = {name: ray.put(d) for name, d in datasets.items()}  # one object-store copy per dataset
-    jobs = {task.remote(c, spec_of(c), data_refs[c.dataset], params[c], requests, a.cpus_per_task): c for c in todo}
-    done = 0
-    for c, outs in as_completed(jobs):
-        for out in outs:
-            row = {"dataset": c.dataset, "arch": c.arch, "seed": c.seed, "method": c.method, "mode": out["mode"],
-                   "record": out["record"]}
-            write_json(os.path.join(exp, "runs", c.name(out["mode"]) + ".json"), row)
-        done += 1
-        r = row["record"]
-        print(f"  {done}/{len(todo)}: {c.method} {c.dataset}/{c.arch} seed {c.seed}: "
-              f"ToW {r['tow'] if r['tow'] is None else round(r['tow'], 4)}", flush=True)
-    ray.shutdown()
+    if todo:  # a finished study only rewrites its report: no Ray
+        ray.init(address=a.address or "local", include_dashboard=False, log_to_driver=False)
+        gpus = a.gpus_per_task if a.gpus_per_task is not None else (0.25 if ray.cluster_resources().get("GPU") else 0)
+        os.makedirs(os.path.join(exp, "runs"), exist_ok=True)
+        if not os.path.exists(os.path.join(exp, "study.json")):
+            write_json(os.path.join(exp, "study.json"),
+                       {"preset": a.preset, "settings": settings, "store": store, "configs": a.configs,
+                        "env": environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1)
+        task = ray.remote(_run_cell).options(num_cpus=a.cpus_per_task, num_gpus=gpus, max_retries=2)
+        data_refs = {name: ray.put(d) for name, d in datasets.items()}  # one object-store copy per dataset
+        jobs = {task.remote(c, spec_of(c), data_refs[c.dataset], params[c], requests, a.cpus_per_task): c
+                for c in todo}
+        done = 0
+        for c, outs in as_completed(jobs):
+            for out in outs:
+                row = {"dataset": c.dataset, "arch": c.arch, "seed": c.seed, "method": c.method, "mode": out["mode"],
+                       "record": out["record"]}
+                write_json(os.path.join(exp, "runs", c.name(out["mode"]) + ".json"), row)
+            done += 1
+            r = row["record"]
+            print(f"  {done}/{len(todo)}: {c.method} {c.dataset}/{c.arch} seed {c.seed}: "
+                  f"ToW {r['tow'] if r['tow'] is None else round(r['tow'], 4)}", flush=True)
+        ray.shutdown()
     print(make_report(exp))
     return 0
 

@@ -1,4 +1,7 @@
-"""`python -m tuner.study --preset smoke` and `python -m tuner.report`, end to end on digits (real Ray tasks)."""
+"""`python -m tuner.study --preset smoke` and `python -m tuner.report`, end to end on digits (real Ray tasks).
+
+The study is slow (about a minute of CPU): its tests run with the searches (`-m slow`); the bad-input tests are quick.
+"""
 from __future__ import annotations
 
 import json
@@ -30,6 +33,7 @@ def smoke(search_root):
     return first, again, search_root / "studies" / "smoke"
 
 
+@pytest.mark.slow
 def test_smoke_study_writes_every_figure_and_the_summary(smoke):
     first, _, exp = smoke
     assert first.returncode == 0, first.stderr[-3000:]
@@ -42,6 +46,7 @@ def test_smoke_study_writes_every_figure_and_the_summary(smoke):
         assert f"figures/digits-resnet18-{key}.png" in report
 
 
+@pytest.mark.slow
 def test_one_shot_and_sequential_rows_are_both_present(smoke):
     _, _, exp = smoke
     report = (exp / "report.md").read_text()
@@ -57,6 +62,7 @@ def test_one_shot_and_sequential_rows_are_both_present(smoke):
     assert one["record"]["requests"][0]["retrain"]["retain_acc"] == seq["record"]["requests"][-1]["retrain"]["retain_acc"]
 
 
+@pytest.mark.slow
 def test_intervals_come_from_the_seeds_actually_run(smoke):
     _, _, exp = smoke
     runs = [json.loads(p.read_text()) for p in (exp / "runs").glob("digits-resnet18-neggrad_plus-confidence-sequential-seed*.json")]
@@ -69,10 +75,13 @@ def test_intervals_come_from_the_seeds_actually_run(smoke):
     assert f"{mean:.4f} [{mean - half:.4f}, {mean + half:.4f}]" in row, row
 
 
+@pytest.mark.slow
 def test_a_second_run_resumes_with_nothing_left(smoke):
     first, again, _ = smoke
     assert again.returncode == 0, again.stderr[-2000:]
     assert "6 cells, 6 already done" in again.stdout
+    # with nothing left it only rewrites the report: no Ray is started
+    assert "Started a local Ray instance" in first.stderr and "Ray instance" not in again.stderr, again.stderr[-2000:]
 
 
 def in_process(main, *argv: str) -> tuple[int, str]:
