@@ -24,11 +24,23 @@ def environment() -> dict:
             "python": platform.python_version(), "device": dev}
 
 
+def machine_cpus() -> int:
+    """The CPUs a process that has the machine to itself may use: `OMP_NUM_THREADS` when the user set it (torch
+    honours it too), else the process's affinity mask (`taskset`, a container's cpuset), else every core."""
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity masks on macOS / Windows
+        return os.cpu_count() or 1
+
+
 def use_cpus(cpus: float | None) -> int:
     """Set torch's intra-op threads to this process's CPU share (at least 1); returns the count set.
 
-    `None` means "the whole machine is mine" (the CLI run alone): all cores, as torch would choose.
+    `None` means "the whole machine is mine" (the CLI run alone): `machine_cpus()`.
     """
-    n = (os.cpu_count() or 1) if cpus is None else max(1, int(cpus))
+    n = machine_cpus() if cpus is None else max(1, int(cpus))
     torch.set_num_threads(n)
     return n
