@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("search")
     g.add_argument("--objective", choices=("tow", "tow_mia", "both"), default="both",
                    help="maximize ToW, ToW-MIA, or both (multi-objective, Pareto front); default both")
-    g.add_argument("--num-samples", type=int, default=8, help="trials per (dataset, arch) (default 8)")
+    g.add_argument("--num-samples", type=int, default=16,
+                   help="trials per (dataset, arch) (default 16; from 16 on, every paper row is tried first)")
     g.add_argument("--search-seed", type=int, default=0,
                    help="model seed of every search trial (original, retrain, forget set, unlearning) (default 0)")
     g.add_argument("--final-seeds", type=int, default=None, metavar="N",

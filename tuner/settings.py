@@ -40,7 +40,7 @@ class SearchSettings:
     selection: str = "retrain"
     device: Optional[str] = None
     objective: str = "both"
-    num_samples: int = 8
+    num_samples: int = 16
     gpus_per_trial: Optional[float] = None
     cpus_per_trial: float = 1.0
     max_concurrent: Optional[int] = None
