@@ -253,6 +253,7 @@ def driver_kill_run(cluster, store, tmp_path_factory):
 
         done = wait_for(three_more_reports, 300, "3 more reports of the young trial", proc, log, every=0.1)
         before = live_records(cluster)  # what the driver had received (its staging copy) just before the kill
+        killed_at = time.time()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         killed_rc = proc.returncode
@@ -269,7 +270,7 @@ def driver_kill_run(cluster, store, tmp_path_factory):
     finally:
         kill_session(proc.pid)
         worker.kill()
-    out = {"exp": exp, "rc": rc, "killed_rc": killed_rc, "log": log, "victim": victim,
+    out = {"exp": exp, "rc": rc, "killed_rc": killed_rc, "killed_at": killed_at, "log": log, "victim": victim,
            "done_before": done_before, "records_before": before}
     (root / "fixture.json").write_text(json.dumps(out, default=str, indent=1))
     return out
@@ -326,9 +327,9 @@ def test_resume_keeps_completed_trials_and_continues_checkpointed_ones(driver_ki
         assert trials[number].state.name == "COMPLETE" and tuple(trials[number].values) == tuple(values)
     # The trial with 3+ reports since the restored snapshot goes on from its own saved state under the new driver:
     # not from epoch 1, never skipping an epoch (its last saved row is reported again first).
-    old_pids = {x["pid"] for rows in r["records_before"].values() for x in rows}
+    # Rows of the new driver are those reported after the kill (pids wrap and may repeat; the nodes are the same).
     rows = r["records_before"][r["victim"]]
-    resumed = [x for x in after.get(r["victim"], []) if x["pid"] not in old_pids]
+    resumed = [x for x in after.get(r["victim"], []) if x["timestamp"] > r["killed_at"]]
     assert resumed, (f"trial {r['victim']} did not go on after --resume", {t: [x["epoch"] for x in v]
                                                                           for t, v in after.items()})
     assert 3 < resumed[0]["epoch"] <= rows[-1]["epoch"] + 1, ([x["epoch"] for x in rows],
