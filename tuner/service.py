@@ -195,8 +195,8 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
                          "selection": s.selection, "state_dir": f"{s.exp_dir}/trial-state",
                          "rungs": list(asha_rungs()), "mia_at_rungs": asha_metric(s.objective) == "sel_tow_mia"},
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
-                                        max_concurrent_trials=concurrent,
-                                        reuse_actors=True),  # a trial process serves the next trial: no new `import torch`
+                                        # a trial's process serves the next trial: no new process, no new `import torch`
+                                        max_concurrent_trials=concurrent, reuse_actors=True),
             # No Tune checkpoints: each trial keeps its own latest state (tuner/trial_state.py says why).
             run_config=tune.RunConfig(name=f"tune-{dataset}-{arch}", storage_path=s.exp_dir,
                                       failure_config=tune.FailureConfig(max_failures=s.max_failures), verbose=1))
