@@ -161,13 +161,21 @@ def _check_numbers(a) -> None:
 
 
 def check_experiment(s: SearchSettings, datasets: dict) -> None:
-    """Checks that need the data, before Ray starts: the run driver's own checks on every (dataset, arch)."""
+    """Checks that need the data or the machine, before Ray starts: GPUs asked of a local Ray, and the run
+    driver's own checks on every (dataset, arch)."""
     import search_spaces
     from unlearn_core.proxies import check_proxy
     from unlearn_core.run_check import check, check_sizes
 
     space = search_spaces.get_space(s.algorithm)
     params = search_spaces.to_config_params(space, search_spaces.paper_config(s.algorithm, *s.pairs[0]))
+    if not s.address and (s.gpus_per_trial or 0) > 0:  # a local Ray sees this machine's GPUs: check them now
+        import torch
+
+        local = s.local_gpus if s.local_gpus is not None else torch.cuda.device_count()
+        if not local:
+            raise ConfigError(f"--gpus-per-trial {s.gpus_per_trial:g} asks for GPUs, but this machine has none "
+                              "(a local Ray; --local-gpus N declares logical ones)")
     for dataset, arch in s.pairs:
         spec = s.spec(dataset, arch, s.search_seed)
         m = check(spec, space.algorithm, params, requests=s.requests, selection=s.selection)

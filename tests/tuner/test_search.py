@@ -359,17 +359,16 @@ BAD = {
     "gpus-per-trial 1.5": (["scrub", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
     "resume missing": (["scrub", "--resume", "--name", "missing"], "missing"),
     "unreachable address": (["scrub", "--address", "127.0.0.1:1"], "127.0.0.1:1"),
+    "gpus without gpus": (["scrub", "--gpus-per-trial", "0.5", "--no-dashboard"], "GPU"),
 }
-# The same, as whole processes run side by side (import-time noise on stderr counts too), plus the two that need
-# a process of their own: the GPU check (it starts a local Ray) and the interpreter start-up baseline (--help).
+# The same, as whole processes run side by side (import-time noise on stderr counts too), plus the interpreter
+# start-up baseline (--help).
 CLI_CASES = ("unknown algorithm", "unreachable address")
 
 
 @pytest.fixture(scope="module")
 def cli_failures(search_root, search_popen):
     cases = {k: BAD[k][0] for k in CLI_CASES}
-    cases["gpus without gpus"] = ["scrub", "--gpus-per-trial", "0.5", "--no-dashboard", "--name", "gpu",
-                                  "--store", str(search_root / "store")]
     cases["help"] = ["--help"]
     procs = {}
     for key, args in cases.items():
@@ -402,6 +401,10 @@ def _main(argv: list[str]) -> int:
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_fails_in_one_line_and_leaves_nothing(case, tmp_path, capfd):
+    import torch
+
+    if case == "gpus without gpus" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     storage = tmp_path / "runs"
     capfd.readouterr()
     t0 = time.monotonic()
@@ -442,15 +445,6 @@ def test_bad_command_line_prints_one_line(cli_failures, case):
     assert not storage.exists()
     # Started side by side with `--help`: failing may cost at most 10 s on top of the interpreter start-up.
     assert proc.wall < baseline.wall + 10, (proc.wall, baseline.wall)
-
-
-def test_gpus_per_trial_without_gpus_fails_in_one_line(cli_failures):
-    proc, storage = cli_failures["gpus without gpus"]
-    assert proc.returncode != 0, describe(proc)
-    errors = [line for line in stderr_lines(proc) if line.startswith("error:")]
-    assert len(errors) == 1 and "GPU" in errors[0], describe(proc)
-    assert "Traceback" not in proc.stderr, describe(proc)
-    assert not list(storage.glob("*/search.json")), "a failed search left an experiment behind"
 
 
 # --- 8. --help ----------------------------------------------------------------------------------------------------
