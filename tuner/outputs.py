@@ -1,7 +1,6 @@
 """Result files of a search: the trial table and the best-configs table (markdown)."""
 from __future__ import annotations
 
-
 import pandas as pd
 
 # A trial reads only the selection view (validation data): sel_* columns; no test-set column exists here.

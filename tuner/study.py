@@ -227,7 +227,8 @@ def run_study(a) -> int:
     name = a.name or f"study-{a.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = os.path.join(root, name)
     store = a.store or os.path.join(root, "artifacts")
-    datasets = {d: load_dataset(d, a.data_dir, ExperimentSpec().split_seed) for d in settings["datasets"]}  # missing data fails here
+    split_seed = ExperimentSpec().split_seed
+    datasets = {d: load_dataset(d, a.data_dir, split_seed) for d in settings["datasets"]}  # missing data fails here
     for px in settings["proxies"]:
         for d in datasets.values():
             check_proxy(px, d)  # a scores file: one score per example of each dataset's official training set

@@ -69,8 +69,8 @@ from .forget import validate_ids
 from .metrics import predict_probs
 from .references import original
 from .registry import Registry
-from .training import ce_step, event_values, sgd  # noqa: F401  (event_values: part of the API)
-from .scores_file import from_file, read_scores_file, scores_for_dataset  # noqa: F401  (part of the API)
+from .scores_file import from_file, read_scores_file, scores_for_dataset
+from .training import ce_step, event_values, sgd
 from .workspace import Workspace
 
 

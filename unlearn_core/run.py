@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from .artifacts import artifact_key
 from .environment import environment
-from .errors import ConfigError, LossDiverged
+from .errors import LossDiverged
 from .forget import request_classes, select_request
 from .metrics import tow, tow_mia
 from .proxies import check_proxy, follows_model, memorization, proxy_center, weights_sha
@@ -48,7 +48,7 @@ from .rum import weights_finite
 from .spec import ExperimentSpec
 from .run_check import Method, check, check_sizes, method  # noqa: F401  (check, method: part of the API)
 from .unlearning import Request
-from .workspace import VIEWS, Workspace
+from .workspace import Workspace, check_views
 
 
 OBJECTIVES = {"report": ("tow", "tow_mia"), "selection": ("sel_tow", "sel_tow_mia")}
@@ -175,10 +175,11 @@ class Run:
         # Request 1, and proxies that ignore the model, score on the original: no model is loaded for them (a
         # retrain would be read from the store only to be ignored).
         src_model, src_key = None, None
-        if j > 0 and any(follows_model(n) for n in wanted) and self.selection == "retrain":
+        follows = j > 0 and any(follows_model(n) for n in wanted)
+        if follows and self.selection == "retrain":
             union = np.sort(np.concatenate(self.earlier))
             src_model, src_key = retrain(self.ws, union)[0], "retrain:" + artifact_key("ids", ids=union)
-        elif j > 0 and any(follows_model(n) for n in wanted):
+        elif follows:
             src_model = self.model
             src_key = "unlearned:" + artifact_key(
                 "unlearned", history=self.shaped_by, algorithm=m.algorithm, params=m.params, seed=spec.seed,
@@ -375,9 +376,7 @@ def start(spec: ExperimentSpec, algorithm: str, params: Optional[Mapping[str, An
     if forget_ids is not None:
         forget_ids = np.sort(np.asarray(forget_ids, dtype=np.int64))
     m = check(spec, algorithm, params, requests=requests, selection=selection, forget_ids=forget_ids)
-    views = tuple(views)
-    if not views or any(v not in VIEWS for v in views):
-        raise ConfigError(f"views must be some of {', '.join(VIEWS)}, got {views!r}")
+    views = check_views(views)
     if evaluate_every_epoch and evaluate is None:
         evaluate = _every_epoch
     ws = workspace or Workspace(spec, log=log)

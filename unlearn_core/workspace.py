@@ -23,6 +23,14 @@ from .spec import ExperimentSpec, default_store
 from .training import TrainConfig, pick_device, prepare_model, recipe_for
 
 VIEWS = ("report", "selection")  # report: the paper's test-set metrics; selection: validation only (searches)
+
+
+def check_views(views) -> tuple[str, ...]:
+    """`views` as a tuple, if it names one or both of `VIEWS`."""
+    views = tuple(views)
+    if not views or any(v not in VIEWS for v in views):
+        raise ConfigError(f"views must be some of {', '.join(VIEWS)}, got {views!r}")
+    return views
 # The spec fields a workspace is built from (the forget fields may differ between runs on one workspace).
 WORKSPACE_FIELDS = ("dataset", "arch", "seed", "split_seed", "train_epochs")
 
@@ -87,9 +95,7 @@ class Workspace:
           the validation split as non-members (and a validation-sized retain sample). The test split is not
           touched unless the report view is asked for too.
         """
-        bad = [v for v in views if v not in VIEWS]
-        if bad or not views:
-            raise ConfigError(f"views must be some of {', '.join(VIEWS)}, got {tuple(views)!r}")
+        views = check_views(views)
         forget, retain = self.sets(forget_ids, *exclude)
         cache: dict = {}  # predictions shared by the views: forget, retain and val are the same images
         out: dict = {}
