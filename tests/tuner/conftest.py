@@ -1,8 +1,9 @@
-"""Shared fixtures of the tuner's end-to-end tests: the CLI as a subprocess and one artifact store per session.
+"""Shared fixtures of the tuner's end-to-end tests: the CLI as a subprocess, one artifact store for the test run.
 
 Every search runs as `python -m tuner.search ...` in its own process, so each starts (and stops) its own local
-Ray and nothing of Ray stays in the pytest process. The artifact store is shared by the whole session, so the
-originals and retrains of digits / ResNet-18 (seeds 0 and 1) are trained once, by whichever search runs first.
+Ray and nothing of Ray stays in the pytest process. One artifact store serves every search, study and cluster
+of the test run, across pytest-xdist workers too (the store's locks make a second builder wait and then read),
+so the originals and retrains of digits / ResNet-18 the searches share are trained once, by whichever asks first.
 """
 from __future__ import annotations
 
@@ -36,10 +37,18 @@ def run_cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.Completed
 
 @pytest.fixture(scope="session")
 def search_root(tmp_path_factory) -> Path:
-    """A session-wide folder: `store/` is the artifact store of every search, the rest are experiment roots."""
-    root = tmp_path_factory.mktemp("search")
-    (root / "store").mkdir()
-    return root
+    """A session-wide folder for experiment roots."""
+    return tmp_path_factory.mktemp("search")
+
+
+@pytest.fixture(scope="session")
+def search_store(tmp_path_factory) -> Path:
+    """The artifact store of every search: in the folder all xdist workers of this run share (their base
+    temporary folders' parent), else in this session's."""
+    base = tmp_path_factory.getbasetemp()
+    store = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "search-store"
+    store.mkdir(exist_ok=True)
+    return store
 
 
 @pytest.fixture(scope="session")

@@ -70,8 +70,8 @@ def kill_session(sid: int, timeout: float = 15) -> None:
 class Node:
     """One `ray start --block` process (head or worker node) and everything it spawned."""
 
-    def __init__(self, name: str, args: list[str], env: dict, temp_dir: str, log_path: Path):
-        self.name, self.temp_dir, self.log_path = name, temp_dir, log_path
+    def __init__(self, name: str, args: list[str], env: dict, temp_dir: str, log_path: Path, num_cpus: int):
+        self.name, self.temp_dir, self.log_path, self.num_cpus = name, temp_dir, log_path, num_cpus
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen([RAY, "start", "--block", *args], env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -150,7 +150,7 @@ class Cluster:
         args, temp = self._common("head", num_cpus, num_gpus, resources)
         args += ["--head", f"--port={self.port}", "--include-dashboard=false", f"--dashboard-port={free_port()}",
                  f"--ray-client-server-port={free_port()}"]
-        node = Node("head", args, self.env, temp, self.root / "head.log")
+        node = Node("head", args, self.env, temp, self.root / "head.log", num_cpus)
         self.nodes.append(node)
         node.wait_ready()
         return node
@@ -159,10 +159,27 @@ class Cluster:
         assert self.port, "start_head first"
         args, temp = self._common(name, num_cpus, num_gpus, resources)
         args += [f"--address={self.address}"]
-        node = Node(name, args, self.env, temp, self.root / f"{name}.log")
+        node = Node(name, args, self.env, temp, self.root / f"{name}.log", num_cpus)
         self.nodes.append(node)
         node.wait_ready()
+        self.wait_for_cpus(sum(n.num_cpus for n in self.nodes if n.alive()))
         return node
+
+    def wait_for_cpus(self, cpus: int, timeout: float = 120) -> None:
+        """Wait until a driver joining now counts `cpus` CPUs. A node's resources reach the cluster's view a
+        moment after it registers (seconds on a loaded machine); a search that joined before would size its
+        concurrency without them and run every trial on the head."""
+        code = ("import sys, time, ray\n"
+                "ray.init(address=sys.argv[1], logging_level='ERROR')\n"
+                "end = time.monotonic() + float(sys.argv[3])\n"
+                "while ray.cluster_resources().get('CPU', 0) < float(sys.argv[2]):\n"
+                "    if time.monotonic() > end:\n"
+                "        sys.exit(f\"the cluster counts {ray.cluster_resources().get('CPU', 0)} CPUs\")\n"
+                "    time.sleep(0.2)\n")
+        p = subprocess.run([sys.executable, "-c", code, self.address, str(cpus), str(timeout)], env=self.env,
+                           capture_output=True, text=True, timeout=timeout + 60)
+        if p.returncode:
+            raise TimeoutError(f"not {cpus} CPUs after {timeout}s: {p.stderr[-2000:]}")
 
     def shutdown(self) -> None:
         for node in reversed(self.nodes):  # workers first, the head (GCS) last

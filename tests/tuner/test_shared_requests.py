@@ -1,11 +1,15 @@
 """Trials of one sequential search share their tasks: with `selection="retrain"` (the search's default) the forget
 sets of requests 2..k come from the retrained models, so every configuration gets the same sets, and the
-prepare stage builds their retrains once; the trials then train nothing."""
+prepare stage builds their retrains once; the trials then train nothing. A second prepare of the same settings
+(a resumed search, or another search on the same store) reads the record the first left and starts no Ray task."""
 from __future__ import annotations
 
-import pytest
+import dataclasses
 
-from tuner.prepare import _prepare_one
+import pytest
+import ray
+
+from tuner.prepare import _already_prepared, _prepare_one, prepare
 from unlearn_core.data import load_dataset
 from unlearn_core.run import start
 from unlearn_core.spec import ExperimentSpec
@@ -18,9 +22,15 @@ def spec(tmp_path_factory):
                           store=str(tmp_path_factory.mktemp("store")))
 
 
-def test_two_trials_of_a_sequential_search_share_forget_sets_and_retrains(spec):
+@pytest.fixture(scope="module")
+def prepared(spec):
     data = load_dataset("digits", None, spec.split_seed)
-    _prepare_one(spec, data, 1, ("confidence",), 3, "retrain")  # what the prepare stage runs as a Ray task
+    report = _prepare_one(spec, data, 1, ("confidence",), 3, "retrain")  # what the prepare stage runs as a Ray task
+    return data, report
+
+
+def test_two_trials_of_a_sequential_search_share_forget_sets_and_retrains(spec, prepared):
+    data, _ = prepared
     trials = []
     for lr in (0.02, 0.005):  # two configurations, as two trials
         logs = []
@@ -39,3 +49,30 @@ def test_per_model_selection_stays_available(spec):
                   selection="current").run() for lr in (0.05, 0.001)]
     assert recs[0]["selection"] == "current"
     assert recs[0]["requests"][0]["forget_ids_sha"] == recs[1]["requests"][0]["forget_ids_sha"]  # request 1: original
+
+
+def test_a_prepared_spec_is_read_from_the_store_without_a_task(spec, prepared):
+    data, report = prepared
+    lines = []
+    out = prepare([spec], {"digits": data}, cpus=1, gpus=0, proxies=("confidence",), requests=3,
+                  selection="retrain", log=lines.append)
+    assert out == [report]
+    assert lines == ["prepare: digits resnet18 seed 0 already prepared in the store"]
+    assert not ray.is_initialized(), "a prepared spec must not start Ray"
+
+
+@pytest.mark.parametrize("change", ["requests", "selection", "proxies", "forget_size", "seed", "train_epochs"])
+def test_any_other_setting_is_prepared_again(spec, prepared, change):
+    data, _ = prepared
+    args = {"proxies": ("confidence",), "requests": 3, "selection": "retrain"}
+    s = spec
+    if change == "requests":
+        args["requests"] = 2
+    elif change == "selection":
+        args["selection"] = "current"
+    elif change == "proxies":
+        args["proxies"] = ("entropy",)
+    else:
+        s = dataclasses.replace(spec, **{change: getattr(spec, change) + 1})
+    assert _already_prepared(spec, data, ("confidence",), 3, "retrain") is not None
+    assert _already_prepared(s, data, args["proxies"], args["requests"], args["selection"]) is None

@@ -25,8 +25,8 @@ def module(name: str, *args: str, cwd, timeout: float = 1200) -> subprocess.Comp
 
 
 @pytest.fixture(scope="module")
-def smoke(search_root):
-    args = ("--preset", "smoke", "--storage", str(search_root / "studies"), "--store", str(search_root / "store"),
+def smoke(search_root, search_store):
+    args = ("--preset", "smoke", "--storage", str(search_root / "studies"), "--store", str(search_store),
             "--name", "smoke")
     first = module("tuner.study", *args, cwd=search_root)
     again = module("tuner.study", *args, cwd=search_root)  # resumable: nothing is left to run

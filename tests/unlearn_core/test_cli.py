@@ -1,11 +1,18 @@
-"""`python -m unlearn_core run`, as a user runs it: a subprocess on digits with a width-0.125 ResNet-18."""
+"""`python -m unlearn_core run`, as a user runs it, on digits with a width-0.125 ResNet-18.
+
+The first run and one refused run go through the real entry point (a subprocess); the other runs call the same
+`main(argv)` in this process, with stdout and stderr captured the same way, and skip an interpreter start each.
+"""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -26,6 +33,29 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "unlearn_core", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_main(*argv: str) -> SimpleNamespace:
+    """`python -m unlearn_core ARGV` in this process: .returncode, .stdout, .stderr, as `cli` gives them."""
+    from unlearn_core.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    env = {"OMP_NUM_THREADS": "1"}  # the run sets torch's threads to the machine's CPUs: one, as in `cli`
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main(list(argv))
+            except SystemExit as e:  # argparse: --help, bad syntax
+                rc = e.code
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def files_under(path: Path) -> set[str]:
@@ -67,8 +97,8 @@ def test_run_json_record(first_run):
 def test_second_run_reuses_the_store_and_prints_a_table(first_run):
     store, first = first_run
     before = files_under(store)
-    res = cli("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--param", "epochs=1",
-              "--store", str(store))
+    res = run_main("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--param", "epochs=1",
+                   "--store", str(store))
     assert res.returncode == 0, res.stderr
     assert "training" not in res.stderr  # neither the original nor the retrain is trained again
     assert "loaded from the store" in res.stderr
@@ -86,8 +116,8 @@ def test_second_run_reuses_the_store_and_prints_a_table(first_run):
 
 def test_diverged_run_is_a_result_not_an_error(first_run):
     store, _ = first_run
-    res = cli("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--store", str(store), "--json",
-              "--param", "beta=0.2,lr=1.0,epochs=2,forget_batch_size=32,retain_batch_size=64")
+    res = run_main("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--store", str(store),
+                   "--json", "--param", "beta=0.2,lr=1.0,epochs=2,forget_batch_size=32,retain_batch_size=64")
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr and "diverged" in res.stderr
     rec = json.loads(res.stdout)
@@ -122,23 +152,6 @@ BAD_INPUTS = {
 }
 
 
-def _main(argv: list[str]) -> tuple[int, str, str]:
-    """`python -m unlearn_core` in this process: (exit status, stdout, stderr). Bad input is refused before any
-    training, so it needs no process of its own (one subprocess case below checks the real entry point)."""
-    import contextlib
-    import io
-
-    from unlearn_core.__main__ import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(argv)
-        except SystemExit as e:  # argparse
-            rc = e.code
-    return rc, out.getvalue(), err.getvalue()
-
-
 def _argv(case: str, store) -> list[str]:
     extra, _ = BAD_INPUTS[case]
     opts = {"--algorithm": "scrub", "--dataset": "digits", "--arch": "resnet18", "--width": "0.125",
@@ -157,7 +170,8 @@ def _argv(case: str, store) -> list[str]:
 def test_bad_input_is_one_error_line_and_writes_nothing(case, tmp_path):
     _, needle = BAD_INPUTS[case]
     store = tmp_path / "store"
-    rc, out, err = _main(_argv(case, store))
+    res = run_main(*_argv(case, store))
+    rc, out, err = res.returncode, res.stdout, res.stderr
     assert rc == 2, (rc, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -174,9 +188,9 @@ def test_bad_input_through_the_real_entry_point(tmp_path):
 
 
 def test_help_mentions_every_option():
-    top = cli("--help")
+    top = run_main("--help")
     assert top.returncode == 0 and "run" in top.stdout
-    res = cli("run", "--help")
+    res = run_main("run", "--help")
     assert res.returncode == 0
     for opt in OPTIONS:
         assert opt in res.stdout, opt
@@ -201,15 +215,15 @@ def test_every_option_has_help():
 def test_sequential_requests_and_rum_in_one_store(first_run):
     """--requests 2 reports two requests against their retrains; RUM reports its three stages (reuses the store)."""
     store, _ = first_run
-    seq = cli("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--param", "epochs=1",
-              "--requests", "2", "--forget-size", "60", "--store", str(store), "--json")
+    seq = run_main("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--param", "epochs=1",
+                   "--requests", "2", "--forget-size", "60", "--store", str(store), "--json")
     assert seq.returncode == 0, seq.stderr
     rec = json.loads(seq.stdout)
     assert [s["request"] for s in rec["requests"]] == [1, 2] and rec["request_count"] == 2
     assert rec["requests"][1]["excluded_size"] == 60  # request 2's retain set excludes request 1's forget set
     assert all(0 <= s["tow"] <= 1 for s in rec["requests"])
-    rum = cli("run", "--algorithm", "rum", *TINY, "--train-epochs", "3", "--forget", "mix", "--forget-size", "60",
-              "--rum-plan", "none,finetune:epochs=1,neggrad_plus:beta=0.97;epochs=1", "--store", str(store))
+    rum = run_main("run", "--algorithm", "rum", *TINY, "--train-epochs", "3", "--forget", "mix", "--forget-size",
+                   "60", "--rum-plan", "none,finetune:epochs=1,neggrad_plus:beta=0.97;epochs=1", "--store", str(store))
     assert rum.returncode == 0, rum.stderr
     assert "└ low: none on 20 examples" in rum.stdout and "└ high: neggrad_plus on 20 examples" in rum.stdout
     assert "mean ToW" in rum.stdout
