@@ -6,6 +6,9 @@ through the run driver, with both views: the *selection* objective (validation d
 the highest lower bound of its 95 % Student-t interval; the *report* metrics (the paper's, on the test set,
 which nothing in the search or the winner rule read) are what the table publishes, with the paired difference
 winner − paper on the same seeds. A diverged run scores 0 (the run driver's rule) and counts in n.
+
+A final run's result is kept in the store (tuner/records.py): the same run asked for again — the paper's config
+in the next search on the same data and seeds, or after `--resume` — is read back instead of run.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from unlearn_core.data import Dataset
 from unlearn_core.metrics import mean_ci
 from unlearn_core.spec import ExperimentSpec
 
+from . import records
 from .progress import as_completed
 
 OBJECTIVES = ("tow", "tow_mia", "both")
@@ -39,31 +43,50 @@ def _run_one(spec: ExperimentSpec, dataset: Dataset, algorithm: str, params: dic
     from unlearn_core.run import start
     from unlearn_core.workspace import Workspace
 
+    key = records.final_key(spec, dataset, algorithm, params, requests, selection)
+    stored = records.load(spec, "final", key)  # the driver looked already; a store only workers reach did not
+    if stored is not None:
+        return stored
     use_cpus(cpus)
     rec = start(spec, algorithm, params, Workspace(spec, dataset), requests=requests, selection=selection,
                 views=("selection", "report")).run()
-    return {**{k: rec[k] for k in KEYS}, "unlearn_seconds": rec["unlearn_seconds"], "diverged": rec["diverged"],
-            "record": rec}
+    out = {**{k: rec[k] for k in KEYS}, "unlearn_seconds": rec["unlearn_seconds"], "diverged": rec["diverged"],
+           "record": rec}
+    records.store_of(spec).save("final", key, out)
+    return out
 
 
 def rerun(candidates: Sequence[dict], base: ExperimentSpec, dataset: Dataset, seeds: Sequence[int], *,
           algorithm: str, requests: int, selection: str, cpus: float, gpus: float, objective: str,
           log: Callable[[str], None] = print) -> list[dict]:
     """Re-run each candidate ({"label", "params", ...}) on `seeds`; return them with intervals, best first."""
-    task = ray.remote(_run_one).options(num_cpus=cpus, num_gpus=gpus, max_retries=2)
-    data_ref = ray.put(dataset)
-    jobs = {}
+    log(f"final: re-running {len(candidates)} candidate(s) × {len(seeds)} seed(s) on {base.dataset}/{base.arch}")
+    runs: dict[int, list] = {i: [] for i in range(len(candidates))}
+    total = len(candidates) * len(seeds)
+
+    def done(i: int, s: int, r: dict, how: str = "") -> None:
+        runs[i].append({"seed": s, **r})
+        log(f"  final {sum(map(len, runs.values()))}/{total}: {candidates[i]['label']} seed {s} "
+            f"selection ToW {r['sel_tow']:.4f} ToW-MIA {r['sel_tow_mia']:.4f}"
+            + (" (diverged: scores 0)" if r["diverged"] else "") + how)
+
+    todo = []
     for i, c in enumerate(candidates):
         for s in seeds:
             spec = dataclasses.replace(base, seed=int(s))
-            jobs[task.remote(spec, data_ref, algorithm, c["params"], requests, selection, cpus)] = (i, s)
-    log(f"final: re-running {len(candidates)} candidate(s) × {len(seeds)} seed(s) on {base.dataset}/{base.arch}")
-    runs: dict[int, list] = {i: [] for i in range(len(candidates))}
-    for (i, s), r in as_completed(jobs):
-        runs[i].append({"seed": s, **r})
-        log(f"  final {sum(map(len, runs.values()))}/{len(jobs)}: {candidates[i]['label']} seed {s} "
-            f"selection ToW {r['sel_tow']:.4f} ToW-MIA {r['sel_tow_mia']:.4f}"
-            + (" (diverged: scores 0)" if r["diverged"] else ""))
+            stored = records.load(spec, "final", records.final_key(spec, dataset, algorithm, c["params"], requests,
+                                                                   selection))
+            if stored is None:
+                todo.append((i, s, spec))
+            else:
+                done(i, s, stored, " (the same run's stored result)")
+    if todo:
+        task = ray.remote(_run_one).options(num_cpus=cpus, num_gpus=gpus, max_retries=2)
+        data_ref = ray.put(dataset)
+        jobs = {task.remote(spec, data_ref, algorithm, candidates[i]["params"], requests, selection, cpus): (i, s)
+                for i, s, spec in todo}
+        for (i, s), r in as_completed(jobs):
+            done(i, s, r)
     return rank([{**c, "runs": sorted(runs[i], key=lambda r: r["seed"])} for i, c in enumerate(candidates)],
                  objective, seed=base.seed)
 

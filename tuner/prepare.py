@@ -4,33 +4,22 @@ Originals and retrains are the expensive part of a study (a retrain costs about 
 about ten seconds), so they are built before any trial starts, in parallel across the cluster (on GPUs when
 there are any), into the shared artifact store. Trials then only read them.
 
-A finished task leaves a small "prepared" record in the store, keyed by everything it built from; a resumed
-search, or a second search with the same settings, reads it on the driver and starts no task for that spec.
-(Should the artifacts be gone since, the trials rebuild them through the store: slower, never wrong.)
+A finished task leaves its report in the store (tuner/records.py); a resumed search, or a second search with the
+same settings, reads it on the driver and starts no task for that spec. (Should the artifacts be gone since,
+the trials rebuild them through the store: slower, never wrong.)
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import ray
 
 from unlearn_core.spec import ExperimentSpec
 
+from . import records
 from .progress import as_completed
-
-
-def prepared_key(spec: ExperimentSpec, dataset, proxies: Sequence[str], requests: int, selection: str) -> str:
-    """Store key of one spec's prepare record: the data, the model recipe and every forget setting it used
-    (where the store lives, the device and the data's folder do not change what is built)."""
-    from unlearn_core.artifacts import artifact_key
-    from unlearn_core.training import recipe_for
-
-    fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("store", "device", "data_dir")}
-    recipe = dataclasses.asdict(recipe_for(spec.dataset, epochs=spec.train_epochs))
-    return artifact_key("prepared", data=dataset.fingerprint(), spec=fields, recipe=recipe, proxies=list(proxies),
-                        requests=requests, selection=selection)
 
 
 def _prepare_one(spec: ExperimentSpec, dataset, cpus: float, proxies: Sequence[str], requests: int,
@@ -59,21 +48,8 @@ def _prepare_one(spec: ExperimentSpec, dataset, cpus: float, proxies: Sequence[s
     report = {"spec": dataclasses.asdict(spec), "original_seconds": float(orig["seconds"]),
               "retrain_seconds": rec["retrain_seconds"], "wall_seconds": time.perf_counter() - t0,
               "retrain": {k: first[k] for k in ("forget_acc", "retain_acc", "test_acc", "mia")}}
-    ws.store.save("prepared", prepared_key(spec, dataset, proxies, requests, selection), report)
+    ws.store.save("prepared", records.prepared_key(spec, dataset, proxies, requests, selection), report)
     return report
-
-
-def _already_prepared(spec: ExperimentSpec, dataset, proxies: Sequence[str], requests: int,
-                      selection: str) -> Optional[dict]:
-    """The record a finished prepare task left for this spec, if the driver can read the store."""
-    from unlearn_core.artifacts import ArtifactStore
-    from unlearn_core.spec import default_store
-
-    try:
-        return ArtifactStore(spec.store or default_store()).load(
-            "prepared", prepared_key(spec, dataset, proxies, requests, selection))
-    except OSError:  # a store only the workers can reach: they prepare as before
-        return None
 
 
 def prepare(specs: Sequence[ExperimentSpec], datasets: dict, *, cpus: float, gpus: float,
@@ -84,7 +60,8 @@ def prepare(specs: Sequence[ExperimentSpec], datasets: dict, *, cpus: float, gpu
     proxies = tuple(proxies)
     out, todo = [], []
     for s in specs:
-        rep = _already_prepared(s, datasets[s.dataset], proxies, requests, selection)
+        key = records.prepared_key(s, datasets[s.dataset], proxies, requests, selection)
+        rep = records.load(s, "prepared", key)
         if rep is None:
             todo.append(s)
         else:

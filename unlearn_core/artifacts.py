@@ -14,6 +14,7 @@ other then reads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -42,6 +43,23 @@ def _canonical(v: Any) -> Any:
     if isinstance(v, (np.integer, np.floating)):
         return v.item()
     return v
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(root: Optional[str] = None) -> str:
+    """Short sha256 of the package's Python sources (`root`: another copy of it): keys results that depend on
+    what the code computes, not only on its inputs. Kept per process, as the code a process runs is the code it
+    loaded."""
+    root = root or os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for dirpath, dirnames, files in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(dirpath, name)
+            h.update(os.path.relpath(path, root).encode())
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()[:16]
 
 
 def artifact_key(kind: str, **parts: Any) -> str:

@@ -42,13 +42,9 @@ def search_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def search_store(tmp_path_factory) -> Path:
-    """The artifact store of every search: in the folder all xdist workers of this run share (their base
-    temporary folders' parent), else in this session's."""
-    base = tmp_path_factory.getbasetemp()
-    store = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "search-store"
-    store.mkdir(exist_ok=True)
-    return store
+def search_store(shared_store) -> Path:
+    """The artifact store of every search: the test run's shared one (tests/conftest.py)."""
+    return shared_store
 
 
 @pytest.fixture(scope="session")

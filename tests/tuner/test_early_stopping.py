@@ -22,8 +22,8 @@ SHORT = {"lr": 0.01, "epochs": 3, "max_steps": 1, "alpha": 0.9, "gamma": 0.9}
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    spec = ExperimentSpec(width=0.125, train_epochs=2, forget_size=30, store=str(tmp_path_factory.mktemp("store")),
+def ws(shared_store):
+    spec = ExperimentSpec(width=0.125, train_epochs=2, forget_size=30, store=str(shared_store),
                           device="cpu")
     return Workspace(spec)
 

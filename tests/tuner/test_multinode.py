@@ -309,8 +309,11 @@ def test_resume_after_driver_sigkill_completes(driver_kill_run):
     r = driver_kill_run
     assert r["killed_rc"] == -signal.SIGKILL
     assert r["rc"] == 0, tail(r["log"])
-    assert "resuming" in tail(r["log"], 10**6)
+    log = tail(r["log"], 10**6)
+    assert "resuming" in log
     assert (r["exp"] / "best_configs.json").exists()
+    # its finals (the paper's config, --top-k 0) are the worker-kill search's, on the same data and seeds
+    assert log.count("(the same run's stored result)") == 2, log[-3000:]
 
 
 def test_resume_keeps_completed_trials_and_continues_checkpointed_ones(driver_kill_run):

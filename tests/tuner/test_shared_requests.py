@@ -9,7 +9,8 @@ import dataclasses
 import pytest
 import ray
 
-from tuner.prepare import _already_prepared, _prepare_one, prepare
+from tuner import records
+from tuner.prepare import _prepare_one, prepare
 from unlearn_core.data import load_dataset
 from unlearn_core.run import start
 from unlearn_core.spec import ExperimentSpec
@@ -17,9 +18,9 @@ from unlearn_core.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory):
+def spec(shared_store):
     return ExperimentSpec(width=0.125, train_epochs=2, forget="mix", forget_size=30, device="cpu",
-                          store=str(tmp_path_factory.mktemp("store")))
+                          store=str(shared_store))
 
 
 @pytest.fixture(scope="module")
@@ -74,5 +75,7 @@ def test_any_other_setting_is_prepared_again(spec, prepared, change):
         args["proxies"] = ("entropy",)
     else:
         s = dataclasses.replace(spec, **{change: getattr(spec, change) + 1})
-    assert _already_prepared(spec, data, ("confidence",), 3, "retrain") is not None
-    assert _already_prepared(s, data, args["proxies"], args["requests"], args["selection"]) is None
+    same = records.prepared_key(spec, data, ("confidence",), 3, "retrain")
+    assert records.load(spec, "prepared", same) is not None
+    key = records.prepared_key(s, data, args["proxies"], args["requests"], args["selection"])
+    assert key != same and records.load(s, "prepared", key) is None

@@ -28,9 +28,9 @@ WIDTH, TRAIN_EPOCHS, SEED = 0.125, 6, 0
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
+def ws(shared_store):
     spec = ExperimentSpec(dataset="digits", arch="resnet18", width=WIDTH, seed=SEED, train_epochs=TRAIN_EPOCHS,
-                          store=str(tmp_path_factory.mktemp("store")), device="cpu")
+                          store=str(shared_store), device="cpu")
     return Workspace(spec)
 
 

@@ -21,8 +21,8 @@ FT = {"epochs": 1, "lr": 0.02}
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("store"))
+def store(shared_store):
+    return str(shared_store)
 
 
 def _run(store, proxy, selection="current"):

@@ -23,14 +23,14 @@ EVENT_PROXIES = {"confidence": "confidence", "max_conf": "max_conf", "entropy": 
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    w = Workspace(ExperimentSpec(**SPEC, store=str(tmp_path_factory.getbasetemp() / "store")))
+def ws(shared_store):
+    w = Workspace(ExperimentSpec(**SPEC, store=str(shared_store)))
     original(w)
     return w
 
 
 @pytest.fixture(scope="module")
-def noisy(tmp_path_factory):
+def noisy(shared_store):
     """digits with the labels of 5 % of the training examples flipped to another class; (workspace, noisy ids).
 
     Augmentation is off for this original: with random crops the 0.125-width model fits none of the flipped
@@ -45,7 +45,7 @@ def noisy(tmp_path_factory):
     y[ids] = (y[ids] + rng.integers(1, ds.num_classes, size=len(ids))) % ds.num_classes
     data = dataclasses.replace(ds, train=dataclasses.replace(ds.train, y=y))
     assert (data.train.y[ids] != ds.train.y[ids]).all()
-    w = Workspace(ExperimentSpec(**SPEC, store=str(tmp_path_factory.getbasetemp() / "store")), dataset=data)
+    w = Workspace(ExperimentSpec(**SPEC, store=str(shared_store)), dataset=data)
     w.recipe = dataclasses.replace(w.recipe, augment=False)  # part of every artifact key
     return w, ids
 

@@ -34,8 +34,8 @@ PROXY = "confidence"
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    w = Workspace(ExperimentSpec(**SPEC, store=str(tmp_path_factory.getbasetemp() / "store")))
+def ws(shared_store):
+    w = Workspace(ExperimentSpec(**SPEC, store=str(shared_store)))
     references.original(w)
     return w
 

@@ -35,8 +35,8 @@ def files(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    spec = ExperimentSpec(width=0.125, train_epochs=2, device="cpu", store=str(tmp_path_factory.mktemp("store")))
+def ws(shared_store):
+    spec = ExperimentSpec(width=0.125, train_epochs=2, device="cpu", store=str(shared_store))
     return Workspace(spec)
 
 

@@ -15,9 +15,9 @@ PARAMS = {"epochs": 3, "max_steps": 1, "lr": 0.01}
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory):
+def spec(shared_store):
     return ExperimentSpec(width=0.125, train_epochs=2, forget_size=30, device="cpu",
-                          store=str(tmp_path_factory.mktemp("store")))
+                          store=str(shared_store))
 
 
 def test_a_selection_run_never_touches_the_test_split(spec):

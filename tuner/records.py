@@ -1,0 +1,45 @@
+"""Search records kept in the artifact store: a finished prepare task's report, and a finished final run's result.
+
+Both are keyed by everything that determines them, so a resumed search, or another search on the same data and
+settings (the paper's config is a finalist of every search), reads them instead of running them again. Where the
+store lives, the device and the data's folder do not enter a key; a final run's key also holds a fingerprint of
+the `unlearn_core` sources, so results of other code are never reused. A record the driver cannot read (a store
+only the workers reach) is simply not found: the work runs as before.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+from unlearn_core.artifacts import ArtifactStore, artifact_key, code_fingerprint
+from unlearn_core.spec import ExperimentSpec, default_store
+from unlearn_core.training import recipe_for
+
+
+def _experiment(spec: ExperimentSpec, dataset) -> dict:
+    """What fixes the models and sets of `spec`: the data, the recipe and the spec's own fields."""
+    fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("store", "device", "data_dir")}
+    return {"data": dataset.fingerprint(), "spec": fields,
+            "recipe": dataclasses.asdict(recipe_for(spec.dataset, epochs=spec.train_epochs))}
+
+
+def prepared_key(spec: ExperimentSpec, dataset, proxies: Sequence[str], requests: int, selection: str) -> str:
+    return artifact_key("prepared", **_experiment(spec, dataset), proxies=list(proxies), requests=requests,
+                        selection=selection)
+
+
+def final_key(spec: ExperimentSpec, dataset, algorithm: str, params: dict, requests: int, selection: str) -> str:
+    return artifact_key("final", **_experiment(spec, dataset), algorithm=algorithm, params=params,
+                        requests=requests, selection=selection, code=code_fingerprint())
+
+
+def store_of(spec: ExperimentSpec) -> ArtifactStore:
+    return ArtifactStore(spec.store or default_store())
+
+
+def load(spec: ExperimentSpec, kind: str, key: str) -> Optional[dict]:
+    """The record, or None where it is absent or the store cannot be read from here."""
+    try:
+        return store_of(spec).load(kind, key)
+    except OSError:
+        return None
