@@ -4,10 +4,13 @@ The study is slow (about a minute of CPU): its tests run with the searches (`-m 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import matplotlib.image as mpimg
 import pytest
@@ -26,10 +29,17 @@ def module(name: str, *args: str, cwd, timeout: float = 1200) -> subprocess.Comp
 
 @pytest.fixture(scope="module")
 def smoke(search_root, search_store):
+    import ray
+
+    from tuner.study import main
+
     args = ("--preset", "smoke", "--storage", str(search_root / "studies"), "--store", str(search_store),
             "--name", "smoke")
     first = module("tuner.study", *args, cwd=search_root)
-    again = module("tuner.study", *args, cwd=search_root)  # resumable: nothing is left to run
+    again = in_process(main, *args)  # resumable: nothing is left to run, so it needs no process of its own
+    again.ray_started = ray.is_initialized()
+    if again.ray_started:  # never leave a Ray behind in the test process
+        ray.shutdown()
     return first, again, search_root / "studies" / "smoke"
 
 
@@ -81,21 +91,18 @@ def test_a_second_run_resumes_with_nothing_left(smoke):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "6 cells, 6 already done" in again.stdout
     # with nothing left it only rewrites the report: no Ray is started
-    assert "Started a local Ray instance" in first.stderr and "Ray instance" not in again.stderr, again.stderr[-2000:]
+    assert "Started a local Ray instance" in first.stderr and not again.ray_started, again.stderr[-2000:]
 
 
-def in_process(main, *argv: str) -> tuple[int, str]:
-    """A CLI's `main(argv)` in this process: (exit status, stderr). Bad input needs no process of its own."""
-    import contextlib
-    import io
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+def in_process(main, *argv: str) -> SimpleNamespace:
+    """A CLI's `main(argv)` in this process: .returncode, .stdout, .stderr, as a subprocess would give them."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             rc = main(list(argv))
         except SystemExit as e:
             rc = e.code
-    return rc, err.getvalue()
+    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 @pytest.mark.parametrize("case", ["missing folder", "not an experiment"])
@@ -103,7 +110,8 @@ def test_report_refuses_what_is_not_an_experiment(tmp_path, case):
     from tuner.report import main
 
     target = tmp_path / "nope" if case == "missing folder" else tmp_path
-    rc, err = in_process(main, str(target))
+    res = in_process(main, str(target))
+    rc, err = res.returncode, res.stderr
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
 
@@ -119,7 +127,8 @@ def test_study_refuses_unknown_methods_and_configs_in_one_line(tmp_path, args, n
     from tuner.study import main
 
     args = [str(tmp_path / "c.json") if a == "CONFIGS" else a for a in args]
-    rc, err = in_process(main, "--preset", "smoke", "--storage", str(tmp_path / "s"), *args)
+    res = in_process(main, "--preset", "smoke", "--storage", str(tmp_path / "s"), *args)
+    rc, err = res.returncode, res.stderr
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and needle in lines[0], err
     assert not (tmp_path / "s").exists()
