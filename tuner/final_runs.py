@@ -41,9 +41,10 @@ def _run_one(spec: ExperimentSpec, dataset: Dataset, algorithm: str, params: dic
              cpus: float) -> dict:
     from unlearn_core.environment import use_cpus
     from unlearn_core.run import start
+    from unlearn_core.training import pick_device
     from unlearn_core.workspace import Workspace
 
-    key = records.final_key(spec, dataset, algorithm, params, requests, selection)
+    key = records.final_key(spec, dataset, algorithm, params, requests, selection, pick_device(spec.device).type)
     stored = records.load(spec, "final", key)  # the driver looked already; a store only workers reach did not
     if stored is not None:
         return stored
@@ -71,11 +72,12 @@ def rerun(candidates: Sequence[dict], base: ExperimentSpec, dataset: Dataset, se
             + (" (diverged: scores 0)" if r["diverged"] else "") + how)
 
     todo = []
+    device = base.device or ("cuda" if gpus > 0 else "cpu")  # where the tasks will run (they key by what they find)
     for i, c in enumerate(candidates):
         for s in seeds:
             spec = dataclasses.replace(base, seed=int(s))
             stored = records.load(spec, "final", records.final_key(spec, dataset, algorithm, c["params"], requests,
-                                                                   selection))
+                                                                   selection, device))
             if stored is None:
                 todo.append((i, s, spec))
             else:

@@ -2,8 +2,9 @@
 
 Both are keyed by everything that determines them, so a resumed search, or another search on the same data and
 settings (the paper's config is a finalist of every search), reads them instead of running them again. Where the
-store lives, the device and the data's folder do not enter a key; a final run's key also holds a fingerprint of
-the `unlearn_core` sources, so results of other code are never reused. A record the driver cannot read (a store
+store lives and the data's folder do not enter a key; a final run's key also holds the kind of device it ran on
+and a fingerprint of the `unlearn_core` sources, so results of other code, or of a GPU run for a CPU run, are
+never reused. A record the driver cannot read (a store
 only the workers reach) is simply not found: the work runs as before.
 """
 from __future__ import annotations
@@ -28,9 +29,11 @@ def prepared_key(spec: ExperimentSpec, dataset, proxies: Sequence[str], requests
                         selection=selection)
 
 
-def final_key(spec: ExperimentSpec, dataset, algorithm: str, params: dict, requests: int, selection: str) -> str:
+def final_key(spec: ExperimentSpec, dataset, algorithm: str, params: dict, requests: int, selection: str,
+              device: str) -> str:
+    """`device`: the kind the run ran on ("cuda", "cpu"): a GPU run (bf16) is not reused as a CPU run's result."""
     return artifact_key("final", **_experiment(spec, dataset), algorithm=algorithm, params=params,
-                        requests=requests, selection=selection, code=code_fingerprint())
+                        requests=requests, selection=selection, device=device.split(":")[0], code=code_fingerprint())
 
 
 def store_of(spec: ExperimentSpec) -> ArtifactStore:

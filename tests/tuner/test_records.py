@@ -49,10 +49,10 @@ def test_a_stored_final_is_read_back_without_a_task(spec, data, ran):
         assert r["record"] == ran[r["seed"]]["record"]
 
 
-@pytest.mark.parametrize("change", ["params", "algorithm", "requests", "selection", "forget_size", "train_epochs",
-                                    "seed"])
+@pytest.mark.parametrize("change", ["params", "algorithm", "requests", "selection", "device", "forget_size",
+                                    "train_epochs", "seed"])
 def test_any_other_run_is_not_found(spec, data, ran, change):
-    args = {"algorithm": "finetune", "params": PARAMS, "requests": 1, "selection": "current"}
+    args = {"algorithm": "finetune", "params": PARAMS, "requests": 1, "selection": "current", "device": "cpu"}
     s = dataclasses.replace(spec, seed=1)
     if change == "params":
         args["params"] = {**PARAMS, "lr": 0.03}
@@ -62,11 +62,14 @@ def test_any_other_run_is_not_found(spec, data, ran, change):
         args["requests"] = 2
     elif change == "selection":
         args["selection"] = "retrain"
+    elif change == "device":
+        args["device"] = "cuda"
     else:
         s = dataclasses.replace(s, **{change: getattr(s, change) + 2})
-    same = records.final_key(dataclasses.replace(spec, seed=1), data, "finetune", PARAMS, 1, "current")
+    same = records.final_key(dataclasses.replace(spec, seed=1), data, "finetune", PARAMS, 1, "current", "cpu")
     assert records.load(spec, "final", same) is not None
-    key = records.final_key(s, data, args["algorithm"], args["params"], args["requests"], args["selection"])
+    key = records.final_key(s, data, args["algorithm"], args["params"], args["requests"], args["selection"],
+                            args["device"])
     assert key != same and records.load(s, "final", key) is None
 
 
