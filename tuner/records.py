@@ -44,5 +44,5 @@ def load(spec: ExperimentSpec, kind: str, key: str) -> Optional[dict]:
     """The record, or None where it is absent or the store cannot be read from here."""
     try:
         return store_of(spec).load(kind, key)
-    except OSError:
+    except Exception:  # noqa: BLE001  an unreachable store (no mount, no credentials, no fsspec driver): not found
         return None

@@ -84,3 +84,11 @@ def test_the_code_fingerprint_follows_every_source_file(tmp_path):
     # kept per process (the code a process runs does not change under it): copies stand for other code
     assert code_fingerprint(str(same)) == code_fingerprint(str(src)) == code_fingerprint()
     assert code_fingerprint(str(edited)) != code_fingerprint()
+
+
+def test_a_store_the_driver_cannot_reach_holds_no_record(spec, data):
+    """Workers may reach a store the driver cannot (a mount only they have, an fsspec driver only they have):
+    the driver then finds nothing and leaves the work to them."""
+    far = dataclasses.replace(spec, store="nosuchprotocol://bucket/store")
+    key = records.final_key(far, data, "finetune", PARAMS, 1, "current", "cpu")
+    assert records.load(far, "final", key) is None
