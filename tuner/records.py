@@ -4,8 +4,8 @@ Both are keyed by everything that determines them, so a resumed search, or anoth
 settings (the paper's config is a finalist of every search), reads them instead of running them again. Where the
 store lives and the data's folder do not enter a key; a final run's key also holds the kind of device it ran on
 and a fingerprint of the `unlearn_core` sources, so results of other code, or of a GPU run for a CPU run, are
-never reused. A record the driver cannot read (a store
-only the workers reach) is simply not found: the work runs as before.
+never reused. A record the driver cannot read (a store only the workers reach) is simply not found: the work
+runs as before.
 """
 from __future__ import annotations
 
