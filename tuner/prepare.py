@@ -72,10 +72,9 @@ def prepare(specs: Sequence[ExperimentSpec], datasets: dict, *, cpus: float, gpu
     task = ray.remote(_prepare_one).options(num_cpus=cpus, num_gpus=1 if gpus > 0 else 0, max_retries=2)
     jobs = {task.remote(s, datasets[s.dataset], cpus, proxies, requests, selection): s for s in todo}
     log(f"prepare: {len(jobs)} original/retrain set(s) to build or load ({'GPU' if gpus > 0 else 'CPU'} tasks)")
-    done = len(out)
-    for s, rep in as_completed(jobs):
+    for n, (s, rep) in enumerate(as_completed(jobs), 1):
         out.append(rep)
-        log(f"prepare {len(out) - done}/{len(jobs)}: {s.dataset} {s.arch} seed {s.seed} ready "
+        log(f"prepare {n}/{len(jobs)}: {s.dataset} {s.arch} seed {s.seed} ready "
             f"(original {rep['original_seconds']:.1f}s, retrain {rep['retrain_seconds']:.1f}s of training; "
             f"task {rep['wall_seconds']:.1f}s)")
     return out

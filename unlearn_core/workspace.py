@@ -31,6 +31,8 @@ def check_views(views) -> tuple[str, ...]:
     if not views or any(v not in VIEWS for v in views):
         raise ConfigError(f"views must be some of {', '.join(VIEWS)}, got {views!r}")
     return views
+
+
 # The spec fields a workspace is built from (the forget fields may differ between runs on one workspace).
 WORKSPACE_FIELDS = ("dataset", "arch", "seed", "split_seed", "train_epochs")
 
