@@ -1,6 +1,10 @@
 """Shared by every test folder."""
+import contextlib
+import io
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Optional
 
 import pytest
 import torch
@@ -27,3 +31,30 @@ def shared_store(tmp_path_factory) -> Path:
     store = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-store"
     store.mkdir(exist_ok=True)
     return store
+
+
+def _call_main(main: Callable, *argv: str, env: Optional[dict] = None) -> SimpleNamespace:
+    """A CLI's `main(argv)` in this process, as a subprocess would show it: .returncode (argparse's SystemExit
+    gives its code), .stdout, .stderr; `env`: variables set for this call only."""
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main(list(argv))
+            except SystemExit as e:  # argparse: --help, bad syntax
+                rc = e.code
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def in_process() -> Callable[..., SimpleNamespace]:
+    """`in_process(main, *argv, env=None)`: a CLI run without an interpreter of its own (see `_call_main`)."""
+    return _call_main

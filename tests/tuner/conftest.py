@@ -1,9 +1,9 @@
-"""Shared fixtures of the tuner's end-to-end tests: the CLI as a subprocess, one artifact store for the test run.
+"""Shared fixtures of the tuner's end-to-end tests: the CLI as a subprocess, and a session folder for experiments.
 
 Every search runs as `python -m tuner.search ...` in its own process, so each starts (and stops) its own local
-Ray and nothing of Ray stays in the pytest process. One artifact store serves every search, study and cluster
-of the test run, across pytest-xdist workers too (the store's locks make a second builder wait and then read),
-so the originals and retrains of digits / ResNet-18 the searches share are trained once, by whichever asks first.
+Ray and nothing of Ray stays in the pytest process. Every search, study and cluster uses the test run's
+`shared_store` (tests/conftest.py), across pytest-xdist workers too, so the originals and retrains of digits /
+ResNet-18 the searches share are trained once, by whichever asks first.
 """
 from __future__ import annotations
 
@@ -39,12 +39,6 @@ def run_cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.Completed
 def search_root(tmp_path_factory) -> Path:
     """A session-wide folder for experiment roots."""
     return tmp_path_factory.mktemp("search")
-
-
-@pytest.fixture(scope="session")
-def search_store(shared_store) -> Path:
-    """The artifact store of every search: the test run's shared one (tests/conftest.py)."""
-    return shared_store
 
 
 @pytest.fixture(scope="session")

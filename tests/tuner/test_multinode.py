@@ -180,14 +180,14 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def worker_kill_run(cluster, search_store, tmp_path_factory):
+def worker_kill_run(cluster, shared_store, tmp_path_factory):
     """A 2-node search (head + worker, 1 CPU each) whose worker node is SIGKILLed right after a trial running
     on it reported (and checkpointed) its first epoch."""
     root = tmp_path_factory.mktemp("wk")
     worker = cluster.add_node("w1", num_cpus=1, resources={"worker_node": 1})
     log = root / "search.log"
     proc = start_search(cluster, root, log, "scrub", "--address", cluster.address, "--storage", str(root),
-                        "--store", str(search_store), "--name", "wk", *SMALL, "--points", str(slow_points(root)))
+                        "--store", str(shared_store), "--name", "wk", *SMALL, "--points", str(slow_points(root)))
     exp = root / "wk"
     try:
         def running_on_worker():  # saved its state on the worker, not done, and below ASHA's first rung (30 %)
@@ -210,7 +210,7 @@ def worker_kill_run(cluster, search_store, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def driver_kill_run(cluster, search_store, tmp_path_factory):
+def driver_kill_run(cluster, shared_store, tmp_path_factory):
     """A 2-node search whose driver is SIGKILLed after a trial has reported 3 more times than the experiment
     snapshot that is then put back in place; then `--resume` on the same cluster.
 
@@ -221,7 +221,7 @@ def driver_kill_run(cluster, search_store, tmp_path_factory):
     root = tmp_path_factory.mktemp("dk")
     worker = cluster.add_node("w2", num_cpus=1, resources={"worker_node": 1})
     log = root / "search.log"
-    args = ["scrub", "--address", cluster.address, "--storage", str(root), "--store", str(search_store), "--name", "dk",
+    args = ["scrub", "--address", cluster.address, "--storage", str(root), "--store", str(shared_store), "--name", "dk",
             "--points", str(slow_points(root, second=BAD_SHORT))]
     exp = root / "dk"
     tune_dir = exp / f"tune-{STUDY}"

@@ -100,14 +100,14 @@ def _interruptible(exp: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def both_run(search_root, search_store, search_cli, search_popen):
+def both_run(search_root, shared_store, search_cli, search_popen):
     """The default-shaped search, interrupted with SIGINT mid-run, then `--resume`d."""
     runs, name = search_root / "runs", "both"
     exp = runs / name
     points = search_root / "points.json"
     points.write_text(json.dumps([DIVERGING, SLOW]))
     log = search_root / "both-interrupted.log"
-    proc = search_popen("scrub", "--storage", str(runs), "--store", str(search_store), "--name", name,
+    proc = search_popen("scrub", "--storage", str(runs), "--store", str(shared_store), "--name", name,
                         *FAST, "--points", str(points), "--local-gpus", "1", "--gpus-per-trial", "0.5",
                         "--cpus-per-trial", "1", out=log)
     try:
@@ -205,7 +205,7 @@ def test_pareto_front_is_the_non_dominated_completed_trials(both_run):
 
 
 @pytest.mark.slow
-def test_a_trials_objective_is_its_selection_metrics_recomputed(both_run, search_store):
+def test_a_trials_objective_is_its_selection_metrics_recomputed(both_run, shared_store):
     """A completed trial's reported objective = the run driver's selection view of the same config, recomputed
     here in-process on the same seed (validation data only; the test split is never scored in a trial)."""
     from unlearn_core.environment import use_cpus
@@ -221,7 +221,7 @@ def test_a_trials_objective_is_its_selection_metrics_recomputed(both_run, search
     r = min(done.itertuples(), key=lambda t: json.loads(t.params)["epochs"])  # the shortest one to recompute
     st = meta["settings"]
     spec = ExperimentSpec(dataset="digits", arch="resnet18", width=st["width"], seed=st["search_seed"],
-                          train_epochs=st["train_epochs"], store=str(search_store), device="cpu",
+                          train_epochs=st["train_epochs"], store=str(shared_store), device="cpu",
                           forget=st["forget"], forget_size=st["forget_size"], proxy=st["proxy"])
     rec = start(spec, "scrub", json.loads(r.params), views=("selection",)).run()
     assert (rec["sel_tow"], rec["sel_tow_mia"]) == pytest.approx((r.sel_tow, r.sel_tow_mia), rel=1e-6)

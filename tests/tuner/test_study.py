@@ -4,13 +4,10 @@ The study is slow (about a minute of CPU): its tests run with the searches (`-m 
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import matplotlib.image as mpimg
 import pytest
@@ -28,12 +25,12 @@ def module(name: str, *args: str, cwd, timeout: float = 1200) -> subprocess.Comp
 
 
 @pytest.fixture(scope="module")
-def smoke(search_root, search_store):
+def smoke(search_root, shared_store, in_process):
     import ray
 
     from tuner.study import main
 
-    args = ("--preset", "smoke", "--storage", str(search_root / "studies"), "--store", str(search_store),
+    args = ("--preset", "smoke", "--storage", str(search_root / "studies"), "--store", str(shared_store),
             "--name", "smoke")
     first = module("tuner.study", *args, cwd=search_root)
     again = in_process(main, *args)  # resumable: nothing is left to run, so it needs no process of its own
@@ -94,19 +91,8 @@ def test_a_second_run_resumes_with_nothing_left(smoke):
     assert "Started a local Ray instance" in first.stderr and not again.ray_started, again.stderr[-2000:]
 
 
-def in_process(main, *argv: str) -> SimpleNamespace:
-    """A CLI's `main(argv)` in this process: .returncode, .stdout, .stderr, as a subprocess would give them."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(list(argv))
-        except SystemExit as e:
-            rc = e.code
-    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
-
-
 @pytest.mark.parametrize("case", ["missing folder", "not an experiment"])
-def test_report_refuses_what_is_not_an_experiment(tmp_path, case):
+def test_report_refuses_what_is_not_an_experiment(tmp_path, case, in_process):
     from tuner.report import main
 
     target = tmp_path / "nope" if case == "missing folder" else tmp_path
@@ -121,7 +107,7 @@ def test_report_refuses_what_is_not_an_experiment(tmp_path, case):
     (["--configs", "CONFIGS"], "frobnicate"),
     (["--proxies", "loss"], "loss"),
 ])
-def test_study_refuses_unknown_methods_and_configs_in_one_line(tmp_path, args, needle):
+def test_study_refuses_unknown_methods_and_configs_in_one_line(tmp_path, args, needle, in_process):
     (tmp_path / "c.json").write_text(json.dumps([{"algorithm": "frobnicate", "dataset": "digits", "arch": "resnet18",
                                                   "params": {}}]))
     from tuner.study import main

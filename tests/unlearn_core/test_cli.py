@@ -5,14 +5,11 @@ The first run and one refused run go through the real entry point (a subprocess)
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -35,27 +32,13 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def run_main(*argv: str) -> SimpleNamespace:
-    """`python -m unlearn_core ARGV` in this process: .returncode, .stdout, .stderr, as `cli` gives them."""
+@pytest.fixture(scope="session")
+def run_main(in_process):
+    """`run_main(*argv)`: `python -m unlearn_core ARGV` in this process: .returncode, .stdout, .stderr."""
     from unlearn_core.__main__ import main
 
-    out, err = io.StringIO(), io.StringIO()
-    env = {"OMP_NUM_THREADS": "1"}  # the run sets torch's threads to the machine's CPUs: one, as in `cli`
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                rc = main(list(argv))
-            except SystemExit as e:  # argparse: --help, bad syntax
-                rc = e.code
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return SimpleNamespace(returncode=rc, stdout=out.getvalue(), stderr=err.getvalue())
+    # the run sets torch's threads to the machine's CPUs: one, as in `cli`
+    return lambda *argv: in_process(main, *argv, env={"OMP_NUM_THREADS": "1"})
 
 
 def files_under(path: Path) -> set[str]:
@@ -94,7 +77,7 @@ def test_run_json_record(first_run):
     assert files_under(store), "nothing was cached in the store"
 
 
-def test_second_run_reuses_the_store_and_prints_a_table(first_run):
+def test_second_run_reuses_the_store_and_prints_a_table(first_run, run_main):
     store, first = first_run
     before = files_under(store)
     res = run_main("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--param", "epochs=1",
@@ -114,7 +97,7 @@ def test_second_run_reuses_the_store_and_prints_a_table(first_run):
     assert row.split()[-1] == f"{retrain['test_acc']:.2f}"
 
 
-def test_diverged_run_is_a_result_not_an_error(first_run):
+def test_diverged_run_is_a_result_not_an_error(first_run, run_main):
     store, _ = first_run
     res = run_main("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--store", str(store),
                    "--json", "--param", "beta=0.2,lr=1.0,epochs=2,forget_batch_size=32,retain_batch_size=64")
@@ -167,7 +150,7 @@ def _argv(case: str, store) -> list[str]:
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_error_line_and_writes_nothing(case, tmp_path):
+def test_bad_input_is_one_error_line_and_writes_nothing(case, tmp_path, run_main):
     _, needle = BAD_INPUTS[case]
     store = tmp_path / "store"
     res = run_main(*_argv(case, store))
@@ -187,7 +170,7 @@ def test_bad_input_through_the_real_entry_point(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "lr" in lines[0], res.stderr
 
 
-def test_help_mentions_every_option():
+def test_help_mentions_every_option(run_main):
     top = run_main("--help")
     assert top.returncode == 0 and "run" in top.stdout
     res = run_main("run", "--help")
@@ -212,7 +195,7 @@ def test_every_option_has_help():
     assert documented == set(OPTIONS)
 
 
-def test_sequential_requests_and_rum_in_one_store(first_run):
+def test_sequential_requests_and_rum_in_one_store(first_run, run_main):
     """--requests 2 reports two requests against their retrains; RUM reports its three stages (reuses the store)."""
     store, _ = first_run
     seq = run_main("run", "--algorithm", "neggrad_plus", *TINY, "--train-epochs", "3", "--param", "epochs=1",
