@@ -135,16 +135,12 @@ class ArtifactStore:
         if not self.local:  # no cross-machine lock on object stores: a double build is wasted work, not corruption
             yield
             return
-        import fcntl
+        from filelock import FileLock  # portable (fcntl is POSIX only)
 
         lock_path = self.path(kind, key) + ".lock"
         os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-        with open(lock_path, "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with FileLock(lock_path):
+            yield
 
 
 def _is_local(fs) -> bool:
