@@ -1,7 +1,8 @@
-"""Optuna define-by-run search spaces for SCRUB, NegGrad+ and RUM, with the paper's configs to try first.
+"""Optuna define-by-run search spaces, one per algorithm (and three for RUM), with the paper's configs first.
 
 This package imports optuna only (never torch, ray or unlearn_core), so the tuner's driver and the GPU
-machine can each use it alone. The contract every space follows is in `search_spaces.search_space`.
+machine can each use it alone. The contract every space follows is in `search_spaces.search_space`; each
+space's module docstring says what it searches and where its paper configs come from.
 
 .. code-block:: python
 
@@ -15,30 +16,24 @@ machine can each use it alone. The contract every space follows is in `search_sp
     config = {**trial.params, **space.define(trial)}           # what Ray puts in a trial's config
     kwargs = search_spaces.to_config_params(space.name, config)  # NegGradPlusConfig(**kwargs); beta 0.95
 
-| name | algorithm | kind | searches |
-|---|---|---|---|
-| `scrub` | scrub | flat | lr, epochs, max_steps, alpha, gamma, temperature, both batch sizes |
-| `neggrad_plus` | neggrad_plus | flat | lr, epochs, forget_weight (= 1 − beta), both batch sizes |
-| `rum_scrub` | rum | rum | per sub-step SCRUB lr, epochs, max_steps, alpha, gamma |
-| `rum_neggrad_plus` | rum | rum | per sub-step NegGrad+ lr, epochs, forget_weight |
-| `rum` | rum | rum | per sub-step algorithm (none/finetune/neggrad_plus/scrub) + its params |
+**Adding a space** is one file that builds a `SearchSpace` and passes it to `search_space.register`, and its
+name in the import list below. `space_names()` (the tuner's choices) then lists it, and a flat space with a
+`Stage` becomes a stage choice of the full `rum` space (`search_spaces.rum.stage_algorithms()`).
 
 Paper configs are what the paper ran: SCRUB rows (and RUM-SCRUB stages) carry Table C.2's max steps + 1, the
 RUM code's msteps + 1 passes (`search_spaces.scrub`); the RUM NegGrad+ plan is Table C.3's β and lr in every
-stage with Table C.4's epochs, the RUM script's plan an extra point (`search_spaces.rum`); the full `rum`
-space's CIFAR-10 start substitutes NegGrad+ for SalUn.
+stage with Table C.4's epochs, the RUM script's plan an extra point (`search_spaces.rum`).
 """
 from __future__ import annotations
 
-from .neggrad_plus import NEGGRAD_PLUS
-from .rum import RUM, RUM_NEGGRAD_PLUS, RUM_SCRUB, flatten_rum, unflatten_rum
-from .scrub import SCRUB
-from .search_space import SearchSpace, space_config_params
+from .search_space import SPACES, SearchSpace, space_config_params
+
+# The registration: importing a space file registers its spaces (no hand-kept table of names).
+from . import finetune, neggrad_plus, rum, scrub  # noqa: E402,F401,I001
+from .rum import flatten_rum, unflatten_rum  # noqa: E402
 
 __all__ = ["SPACES", "SearchSpace", "flatten_rum", "get_space", "paper_config", "space_names",
            "to_config_params", "unflatten_rum"]
-
-SPACES: dict[str, SearchSpace] = {s.name: s for s in (SCRUB, NEGGRAD_PLUS, RUM_SCRUB, RUM_NEGGRAD_PLUS, RUM)}
 
 
 def space_names() -> list[str]:

@@ -12,16 +12,16 @@ What it searches (5 dimensions; momentum 0.9, weight decay 5e-4 and no augmentat
 
 `forget_weight` is the one suggested name that is not a config field (the exception documented in
 `search_spaces.search_space`): β's useful values crowd towards 1 (0.9 … 0.9999), so 1 − β is searched on a log
-scale; β < 0.5 is left out because the paper's β = 0.2 diverged within one epoch (Fig. 3.3). So β ∈ [0.5, 0.9999]. The paper configs
-carry `forget_weight` (0.1 for β 0.9), since enqueueing needs the suggested names; `to_config_params` turns it
-back into `beta`. The paper calls NegGrad+ the method with "only 1 main hyperparameter", so five dimensions
-leave room for ~50 trials to find a good β/lr pair.
+scale; β < 0.5 is left out because the paper's β = 0.2 diverged within one epoch (Fig. 3.3). So
+β ∈ [0.5, 0.9999]. The paper configs carry `forget_weight` (0.1 for β 0.9), since enqueueing needs the
+suggested names; `to_config_params` turns it back into `beta`. The paper calls NegGrad+ the method with "only
+1 main hyperparameter", so five dimensions leave room for ~50 trials to find a good β/lr pair.
 """
 from __future__ import annotations
 
 import optuna
 
-from .search_space import AUGMENT, DEFAULT_MODEL, MOMENTUM, WEIGHT_DECAY, SearchSpace, unique_configs
+from .search_space import AUGMENT, DEFAULT_MODEL, MOMENTUM, WEIGHT_DECAY, SearchSpace, Stage, register, unique_configs
 
 __all__ = ["NEGGRAD_PLUS", "NEGGRAD_PLUS_PAPER_BETAS", "NEGGRAD_PLUS_PAPER_LR", "beta_from_forget_weight",
            "define_neggrad_plus", "forget_weight_from_beta", "suggest_neggrad_plus"]
@@ -65,7 +65,7 @@ def suggest_neggrad_plus(trial: optuna.Trial, prefix: str = "", *, full: bool = 
     Args:
         trial: the trial (or Ray's wrapper of it).
         prefix: prepended to every name: `""` for the flat space, `"low_ng_"` etc. inside RUM.
-        full: search both batch sizes too; `False` fixes them at 256 (RUM sub-steps).
+        full: search both batch sizes too; `False` fixes them at 256 (RUM stages).
     """
     p = prefix
     trial.suggest_float(f"{p}lr", *LR, log=True)
@@ -96,11 +96,13 @@ def paper_point(beta: float, *, lr: float = NEGGRAD_PLUS_PAPER_LR, epochs: int =
 
 
 _TABLE = {model: paper_point(beta) for model, beta in NEGGRAD_PLUS_PAPER_BETAS.items()}
-NEGGRAD_PLUS = SearchSpace(
+NEGGRAD_PLUS = register(SearchSpace(
     name="neggrad_plus",
     algorithm="neggrad_plus",
     define=define_neggrad_plus,
     paper_configs=unique_configs([_TABLE[DEFAULT_MODEL], *_TABLE.values()]),
     kind="flat",
     paper_table=_TABLE,
-)
+    stage=Stage(alias="ng", suggest=suggest_neggrad_plus,
+                helpers={"forget_weight": ("beta", beta_from_forget_weight, forget_weight_from_beta)}),
+))

@@ -1,39 +1,41 @@
-"""RUM spaces: three sub-steps run low → mid → high memorization, each one algorithm with its own params.
+"""RUM spaces: three stages run low → mid → high memorization, each one algorithm with its own params.
 
 A RUM plan is `[{"algorithm": a, "params": {...a's config fields}} for low, mid, high]` with `a` one of
-`none`, `finetune`, `neggrad_plus`, `scrub` (`none` has `params == {}`). Optuna needs flat names, so:
+`stage_algorithms()`: `none` (`params == {}`) and the algorithm of every registered flat space that has a
+`Stage` (`search_space.stage_spaces()`): adding such a space adds a stage choice. Optuna needs flat names, so:
 
-* **Naming convention.** `{level}_algorithm` is the sub-step's algorithm, and every algorithm parameter is
-  `{level}_{alg}_{field}` with `alg` = `scrub`, `ng` (NegGrad+) or `ft` (finetune): `low_scrub_alpha`,
-  `mid_ng_forget_weight`, `high_ft_lr`. The algorithm is *always* in the name, even where only one algorithm
-  can run, so one name always means one distribution: in the `rum` space `low_scrub_lr` and `low_ng_lr` are
-  separate parameters (TPE models them separately; Optuna's storage would reject a name whose choices change),
-  and the same name means the same distribution in all three spaces. `flatten_rum` / `unflatten_rum` convert.
+* **Naming convention.** `{level}_algorithm` is the stage's algorithm, and every algorithm parameter is
+  `{level}_{alg}_{field}` with `alg` the space's `Stage.alias` (`scrub`, `ng` for NegGrad+, `ft` for fine-tune,
+  ...): `low_scrub_alpha`, `mid_ng_forget_weight`, `high_ft_lr`. The algorithm is *always* in the name, even
+  where only one algorithm can run, so one name always means one distribution: in the `rum` space `low_scrub_lr`
+  and `low_ng_lr` are separate parameters (TPE models them separately; Optuna's storage would reject a name
+  whose choices change), and the same name means the same distribution in all three spaces. `flatten_rum` /
+  `unflatten_rum` convert.
 * `rum_scrub` and `rum_neggrad_plus` suggest `{level}_algorithm` from a single choice. Optuna records a
   single-choice categorical without sampling it and keeps it out of TPE's model, so the three spaces are
   one define function (`_define_rum`) with different choices, and every RUM trial's params unflatten alone.
 
 The spaces, and why (**paper = what the paper ran**: the RUM code's settings behind the paper's numbers):
 
-* `rum_scrub` (15 dimensions): per sub-step SCRUB's `lr`, `epochs`, `max_steps`, `alpha`, `gamma` in the ranges
+* `rum_scrub` (15 dimensions): per stage SCRUB's `lr`, `epochs`, `max_steps`, `alpha`, `gamma` in the ranges
   of `search_spaces.scrub`; temperature 4 and both batch sizes 256 are fixed (RUM's one `--batch_size`), since
   three full SCRUB spaces (24 dimensions) are too many for ~200 trials. Paper (Table C.4): 10 → 10 → 10 epochs,
-  each sub-step with the Table C.2 row of its (dataset, arch), lr 0.01, and the RUM code's msteps + 1 max
+  each stage with the Table C.2 row of its (dataset, arch), lr 0.01, and the RUM code's msteps + 1 max
   passes (Table C.2's max steps + 1, as in `search_spaces.scrub`: 5 for C10-R18, whose table value is 4).
-* `rum_neggrad_plus` (9 dimensions): per sub-step `lr`, `epochs`, `forget_weight` = 1 − β as in
+* `rum_neggrad_plus` (9 dimensions): per stage `lr`, `epochs`, `forget_weight` = 1 − β as in
   `search_spaces.neggrad_plus`; batch sizes 256. Paper: the per-algorithm values in RUM are the tuned ones of
-  Appendix C, so every sub-step takes Table C.3's β and lr of its (dataset, arch) (β 0.9 on CIFAR-10, 0.95 on
+  Appendix C, so every stage takes Table C.3's β and lr of its (dataset, arch) (β 0.9 on CIFAR-10, 0.95 on
   CIFAR-100, lr 0.01; one value per dataset, both architectures) with Table C.4's epochs 5 → 5 → 10
   (`RUM_NEGGRAD_PLUS_PLANS`). The RUM *script's* plan (RUM:main_rum_proxy.py: β 0.99 → 0.97 → 0.97, lr
   0.01 → 0.01 → 0.001, same epochs; `unlearn_core.rum.SCRIPT_NEGGRAD_PLUS_PLAN`, the CLI's default) is
   `RUM_SCRIPT_NEGGRAD_PLUS_PLAN`, enqueued as an extra (not the first, in no table row) paper config.
-* `rum` (conditional, 3 to 18 dimensions): per sub-step an algorithm from {none, finetune, neggrad_plus, scrub}
-  and that algorithm's sub-step parameters; finetune searches `lr` log-uniform [1e-3, 1e-1] and `epochs`
-  [2, 10] (retain batch 256). Paper: the best full RUM on CIFAR-10 is none → finetune → SalUn (RUM:main_rum.py,
-  finetune 10 epochs at lr 0.1). We have no SalUn, so the CIFAR-10 starting point is a **substitution, NegGrad+
-  for SalUn** (label it so wherever it is shown): none → finetune → neggrad_plus, with the script's high sub-step
-  of RUM^F NegGrad+ (β 0.97, 10 epochs, lr 0.001). On CIFAR-100 the paper finds NegGrad+ best on every subset,
-  so the CIFAR-100 starting point is the `rum_neggrad_plus` paper plan of its (dataset, arch).
+* `rum` (conditional): per stage an algorithm from `stage_algorithms()` and that algorithm's stage
+  parameters (each space's `Stage.suggest`, e.g. fine-tune's `lr` and `epochs`). Paper: the best full RUM on
+  CIFAR-10 is none → finetune → SalUn (RUM:main_rum.py, finetune 10 epochs at lr 0.1). We have no SalUn, so the
+  CIFAR-10 starting point is a **substitution, NegGrad+ for SalUn** (label it so wherever it is shown): none →
+  finetune → neggrad_plus, with the script's high stage of RUM^F NegGrad+ (β 0.97, 10 epochs, lr 0.001). On
+  CIFAR-100 the paper finds NegGrad+ best on every subset, so the CIFAR-100 starting point is the
+  `rum_neggrad_plus` paper plan of its (dataset, arch).
   Conditional parameters are absent from some trials, so NSGA-II and multivariate TPE (which model only the
   intersection search space) sample them independently; `TPESampler(multivariate=True, group=True)` models
   each branch.
@@ -46,42 +48,32 @@ from typing import Any, Callable, Mapping, Sequence
 
 import optuna
 
-from .neggrad_plus import (NEGGRAD_PLUS_PAPER_BETAS, NEGGRAD_PLUS_PAPER_LR, beta_from_forget_weight,
-                           forget_weight_from_beta, suggest_neggrad_plus)
-from .scrub import SCRUB_PAPER_ROWS, paper_row_point, suggest_scrub
-from .search_space import AUGMENT, DEFAULT_MODEL, MOMENTUM, WEIGHT_DECAY, SearchSpace, unique_configs
+from .finetune import FINETUNE_PAPER
+from .neggrad_plus import NEGGRAD_PLUS_PAPER_BETAS, NEGGRAD_PLUS_PAPER_LR
+from .scrub import SCRUB_PAPER_ROWS, paper_row_point
+from .search_space import DEFAULT_MODEL, SearchSpace, Stage, register, stage_spaces, unique_configs
 
-__all__ = ["ALIASES", "LEVELS", "RUM", "RUM_ALGORITHMS", "RUM_CIFAR10_PLAN", "RUM_NEGGRAD_PLUS",
-           "RUM_NEGGRAD_PLUS_EPOCHS", "RUM_NEGGRAD_PLUS_PLANS", "RUM_SCRIPT_NEGGRAD_PLUS_PLAN", "RUM_SCRUB",
-           "RUM_SCRUB_PLANS", "define_rum", "define_rum_neggrad_plus", "define_rum_scrub", "flatten_rum",
-           "unflatten_rum"]
+__all__ = ["LEVELS", "RUM", "RUM_CIFAR10_PLAN", "RUM_NEGGRAD_PLUS", "RUM_NEGGRAD_PLUS_EPOCHS",
+           "RUM_NEGGRAD_PLUS_PLANS", "RUM_SCRIPT_NEGGRAD_PLUS_PLAN", "RUM_SCRUB", "RUM_SCRUB_PLANS", "define_rum",
+           "define_rum_neggrad_plus", "define_rum_scrub", "flatten_rum", "stage_algorithms", "unflatten_rum"]
 
 LEVELS = ("low", "mid", "high")
-RUM_ALGORITHMS = ("none", "finetune", "neggrad_plus", "scrub")
-ALIASES = {"finetune": "ft", "neggrad_plus": "ng", "scrub": "scrub"}  # the `alg` in `{level}_{alg}_{field}`
-
-FINETUNE_LR = (1e-3, 1e-1)   # RUM:main_rum.py fine-tunes at the training lr 0.1; lower is plausible, higher is not
-FINETUNE_EPOCHS = (2, 10)
-PAPER_BATCH_SIZE = 256
 
 
-def suggest_finetune(trial: optuna.Trial, prefix: str = "", *, full: bool = False) -> dict:
-    """Suggest one finetune sub-step under `prefix` (`"mid_ft_"`, ...) and return its constants.
-
-    `full` is accepted for a uniform signature; finetune searches only `lr` and `epochs` either way.
-    """
-    p = prefix
-    trial.suggest_float(f"{p}lr", *FINETUNE_LR, log=True)
-    trial.suggest_int(f"{p}epochs", *FINETUNE_EPOCHS)
-    return {f"{p}retain_batch_size": PAPER_BATCH_SIZE, f"{p}momentum": MOMENTUM,
-            f"{p}weight_decay": WEIGHT_DECAY, f"{p}augment": AUGMENT}
+def stage_algorithms() -> tuple[str, ...]:
+    """What a stage may run: `none`, then the algorithm of every flat space with a `Stage`, sorted."""
+    return ("none", *stage_spaces())
 
 
-_SUGGEST: dict[str, Callable[..., dict]] = {
-    "finetune": suggest_finetune,
-    "neggrad_plus": suggest_neggrad_plus,
-    "scrub": suggest_scrub,
-}
+def _check_algorithm(level: str, algorithm: Any) -> None:
+    if algorithm not in stage_algorithms():
+        raise ValueError(f"{level}_algorithm must be one of {stage_algorithms()}, got {algorithm!r}")
+
+
+def _stage(level: str, algorithm: Any) -> Stage:
+    """The `Stage` of `algorithm`, a stage choice other than `none` (ValueError naming the level if not one)."""
+    _check_algorithm(level, algorithm)
+    return stage_spaces()[algorithm].stage
 
 
 def _define_rum(trial: optuna.Trial, choices: Sequence[str]) -> dict:
@@ -89,36 +81,32 @@ def _define_rum(trial: optuna.Trial, choices: Sequence[str]) -> dict:
     for level in LEVELS:
         algorithm = trial.suggest_categorical(f"{level}_algorithm", tuple(choices))
         if algorithm != "none":
-            out.update(_SUGGEST[algorithm](trial, f"{level}_{ALIASES[algorithm]}_", full=False))
+            stage = _stage(level, algorithm)
+            out.update(stage.suggest(trial, f"{level}_{stage.alias}_", full=False))
     return out
 
 
 def define_rum_scrub(trial: optuna.Trial) -> dict:
-    """RUM^F with SCRUB in every sub-step (module docstring)."""
+    """RUM^F with SCRUB in every stage (module docstring)."""
     return _define_rum(trial, ("scrub",))
 
 
 def define_rum_neggrad_plus(trial: optuna.Trial) -> dict:
-    """RUM^F with NegGrad+ in every sub-step (module docstring)."""
+    """RUM^F with NegGrad+ in every stage (module docstring)."""
     return _define_rum(trial, ("neggrad_plus",))
 
 
 def define_rum(trial: optuna.Trial) -> dict:
-    """Full RUM: each sub-step picks none, finetune, neggrad_plus or scrub (module docstring)."""
-    return _define_rum(trial, RUM_ALGORITHMS)
-
-
-def _check_algorithm(level: str, algorithm: Any) -> None:
-    if algorithm not in RUM_ALGORITHMS:
-        raise ValueError(f"{level}_algorithm must be one of {RUM_ALGORITHMS}, got {algorithm!r}")
+    """Full RUM: each stage picks one of `stage_algorithms()` (module docstring)."""
+    return _define_rum(trial, stage_algorithms())
 
 
 def unflatten_rum(params: Mapping[str, Any]) -> list[dict]:
     """The plan `[{"algorithm": ..., "params": {...}}]` (low, mid, high) from flat RUM names.
 
     For each level the params are the keys `{level}_{alg}_*` of that level's algorithm, without the prefix;
-    keys of other algorithms and unrelated keys are ignored. A `forget_weight` becomes `beta` (kept if both
-    are given, as in Ray's trial config where they agree).
+    keys of other algorithms and unrelated keys are ignored. A helper name becomes its field (`Stage.helpers`:
+    `forget_weight` becomes `beta`, kept if both are given, as in Ray's trial config where they agree).
 
     .. code-block:: python
 
@@ -130,7 +118,7 @@ def unflatten_rum(params: Mapping[str, Any]) -> list[dict]:
         #  {"algorithm": "neggrad_plus", "params": {"lr": 0.001, "epochs": 10, "beta": 0.97}}]
 
     Raises:
-        ValueError: a `{level}_algorithm` is missing or not one of `RUM_ALGORITHMS`.
+        ValueError: a `{level}_algorithm` is missing or not one of `stage_algorithms()`.
     """
     plan = []
     for level in LEVELS:
@@ -141,16 +129,19 @@ def unflatten_rum(params: Mapping[str, Any]) -> list[dict]:
         _check_algorithm(level, algorithm)
         step: dict = {}
         if algorithm != "none":
-            prefix = f"{level}_{ALIASES[algorithm]}_"
+            stage = _stage(level, algorithm)
+            prefix = f"{level}_{stage.alias}_"
             step = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
-            if "forget_weight" in step:
-                step.setdefault("beta", beta_from_forget_weight(step.pop("forget_weight")))
+            for name, (field, to_field, _) in stage.helpers.items():
+                if name in step:
+                    step.setdefault(field, to_field(step.pop(name)))
         plan.append({"algorithm": algorithm, "params": step})
     return plan
 
 
 def flatten_rum(plan: Sequence[Mapping[str, Any]]) -> dict:
-    """Flat RUM names from a plan; the inverse of `unflatten_rum` (`beta` becomes `forget_weight`).
+    """Flat RUM names from a plan; the inverse of `unflatten_rum` (a helper's field becomes the helper:
+    `beta` becomes `forget_weight`).
 
     Used to enqueue plans: a plan that holds exactly the searched fields flattens to a point of the space.
 
@@ -169,9 +160,11 @@ def flatten_rum(plan: Sequence[Mapping[str, Any]]) -> dict:
             if params:
                 raise ValueError(f"the {level} step runs 'none' and must have no params, got {params}")
             continue
-        if "beta" in params:
-            params["forget_weight"] = forget_weight_from_beta(params.pop("beta"))
-        prefix = f"{level}_{ALIASES[algorithm]}_"
+        stage = _stage(level, algorithm)
+        for name, (field, _, from_field) in stage.helpers.items():
+            if field in params:
+                params[name] = from_field(params.pop(field))
+        prefix = f"{level}_{stage.alias}_"
         flat.update({prefix + k: v for k, v in params.items()})
     return flat
 
@@ -188,7 +181,7 @@ def _ng_step(beta: float, lr: float, epochs: int) -> dict:
 
 
 NONE_STEP = {"algorithm": "none", "params": {}}
-FINETUNE_STEP = {"algorithm": "finetune", "params": {"lr": 0.1, "epochs": 10}}   # RUM:main_rum.py
+FINETUNE_STEP = {"algorithm": "finetune", "params": dict(FINETUNE_PAPER)}   # RUM:main_rum.py
 RUM_NEGGRAD_PLUS_EPOCHS = (5, 5, 10)   # Table C.4, NG: 5 → 5 → 10 (low → mid → high)
 # (dataset, arch) -> the paper's RUM^F NegGrad+ plan: Table C.3's β and lr in every stage, Table C.4's epochs.
 RUM_NEGGRAD_PLUS_PLANS: dict[tuple[str, str], list[dict]] = {
@@ -209,9 +202,9 @@ _RUM_TABLE = {(dataset, arch): flatten_rum(RUM_CIFAR10_PLAN) if dataset == "cifa
 
 
 def _space(name: str, define: Callable[[optuna.Trial], dict], table: dict, extra: Sequence[dict] = ()) -> SearchSpace:
-    return SearchSpace(name=name, algorithm="rum", define=define,
-                       paper_configs=unique_configs([table[DEFAULT_MODEL], *table.values(), *extra]),
-                       kind="rum", paper_table=table, decode=lambda flat: {"plan": unflatten_rum(flat)})
+    return register(SearchSpace(name=name, algorithm="rum", define=define,
+                                paper_configs=unique_configs([table[DEFAULT_MODEL], *table.values(), *extra]),
+                                kind="rum", paper_table=table, decode=lambda flat: {"plan": unflatten_rum(flat)}))
 
 
 RUM_SCRUB = _space("rum_scrub", define_rum_scrub, _RUM_SCRUB_TABLE)

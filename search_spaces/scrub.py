@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import optuna
 
-from .search_space import AUGMENT, DEFAULT_MODEL, MOMENTUM, WEIGHT_DECAY, SearchSpace, unique_configs
+from .search_space import AUGMENT, DEFAULT_MODEL, MOMENTUM, WEIGHT_DECAY, SearchSpace, Stage, register, unique_configs
 
 __all__ = ["PAPER_EXTRA_MAX_PASSES", "SCRUB", "SCRUB_PAPER_ROWS", "define_scrub", "paper_max_steps", "paper_row_point",
            "suggest_scrub"]
@@ -75,7 +75,7 @@ def suggest_scrub(trial: optuna.Trial, prefix: str = "", *, full: bool = True) -
         trial: the trial (or Ray's wrapper of it).
         prefix: prepended to every name: `""` for the flat space, `"low_scrub_"` etc. inside RUM.
         full: search `temperature` and both batch sizes too; `False` fixes them at the paper's 4 and 256
-            (RUM sub-steps: three SCRUB runs would otherwise need 24 dimensions).
+            (RUM stages: three SCRUB runs would otherwise need 24 dimensions).
     """
     p = prefix
     trial.suggest_float(f"{p}lr", *LR, log=True)
@@ -119,11 +119,12 @@ def _paper_table() -> dict[tuple[str, str], dict]:
 
 
 _TABLE = _paper_table()
-SCRUB = SearchSpace(
+SCRUB = register(SearchSpace(
     name="scrub",
     algorithm="scrub",
     define=define_scrub,
     paper_configs=unique_configs([_TABLE[DEFAULT_MODEL], *_TABLE.values()]),
     kind="flat",
     paper_table=_TABLE,
-)
+    stage=Stage(alias="scrub", suggest=suggest_scrub),
+))

@@ -10,7 +10,7 @@ The contract every space follows (the tuner, OptunaSearch and the GPU machine re
    use nothing else of the trial.
 2. Suggested names are the algorithm config's field names (`lr`, `epochs`, `alpha`, ...), so that for the
    flat spaces `ScrubConfig(**to_config_params("scrub", config))` is the whole hand-off. RUM spaces prefix
-   each name with the sub-step and the algorithm (see `search_spaces.rum`).
+   each name with the stage and the algorithm (see `search_spaces.rum`).
 3. Two documented deviations, both there to keep every distribution fixed across trials:
 
    * **NegGrad+ `forget_weight`.** β (the retain weight) matters on a log scale near 1 (0.9, 0.99, 0.9999
@@ -30,6 +30,11 @@ The contract every space follows (the tuner, OptunaSearch and the GPU machine re
 whether it is handed Optuna's `trial.params` (suggested names only), an enqueued paper config, or Ray's
 trial config (suggested names plus the returned constants, plus any other keys the tuner put in its
 `param_space`, which are ignored). It is idempotent.
+
+**Registered once.** Each space file builds its space and passes it to `register`, which puts it in `SPACES`;
+`search_spaces/__init__.py` imports every space file (its one list), so `space_names()`, the tuner's choices
+and RUM's stage choices follow from the files. A flat space with a `Stage` is a stage choice of the full `rum`
+space: the `Stage` says how its algorithm is searched inside one RUM stage.
 """
 from __future__ import annotations
 
@@ -40,15 +45,18 @@ from typing import Any, Callable, Literal, Mapping, Optional
 import optuna
 
 __all__ = [
-    "ALGORITHMS",
     "AUGMENT",
     "DEFAULT_MODEL",
     "HELPER_PARAMS",
     "KINDS",
     "MOMENTUM",
+    "SPACES",
     "WEIGHT_DECAY",
     "SearchSpace",
+    "Stage",
+    "register",
     "space_config_params",
+    "stage_spaces",
     "unique_configs",
 ]
 
@@ -56,12 +64,28 @@ MOMENTUM = 0.9        # SGD momentum of every reference codebase (RUM:unlearn/im
 WEIGHT_DECAY = 5e-4   # RUM:arg_parser.py default, the paper's large-scale value
 AUGMENT = False       # RUM's pipelines pass --no_aug; unlearn_core's default
 
-ALGORITHMS = ("scrub", "neggrad_plus", "rum")
 KINDS = ("flat", "rum")
 DEFAULT_MODEL = ("cifar10", "resnet18")  # the row `paper_config` falls back to for unknown (dataset, arch)
 
 # Suggested names that are not config fields; `to_config_params` drops them after converting.
 HELPER_PARAMS = frozenset({"forget_weight"})
+
+
+@dataclass(frozen=True)
+class Stage:
+    """How a flat space's algorithm is searched as one RUM stage (`search_spaces.rum`).
+
+    Args:
+        alias: the `alg` in the stage's names `{level}_{alg}_{field}` (`"ng"` for NegGrad+: `mid_ng_lr`).
+        suggest: `suggest(trial, prefix, *, full)` suggests the stage's parameters under `prefix` and returns
+            its constants (called with `full=False`: RUM stages fix what the flat space may also search).
+        helpers: suggested names that are not config fields, as `{name: (field, to_field, from_field)}`:
+            `forget_weight` is `("beta", beta_from_forget_weight, forget_weight_from_beta)`.
+    """
+
+    alias: str
+    suggest: Callable[..., dict]
+    helpers: Mapping[str, tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,15 +102,16 @@ class SearchSpace:
 
     Args:
         name: the key in `search_spaces.SPACES`.
-        algorithm: what unlearn_core runs: `"scrub"`, `"neggrad_plus"` or `"rum"`.
+        algorithm: the unlearn_core algorithm it configures (`"scrub"`, `"salun"`, `"rum"`, ...).
         define: `define(trial) -> dict`; suggests and returns constants (module docstring of
             `search_spaces.search_space`). A module-level function, so that Ray can pickle the searcher.
         paper_configs: the distinct paper configs, each a dict of exactly the suggested names (enqueue-able
             with `study.enqueue_trial` / OptunaSearch `points_to_evaluate`). The first is the default row.
         kind: `"flat"` (config kwargs are the algorithm's fields) or `"rum"` (config kwargs are
-            `{"plan": [three sub-steps]}`). `kind == "rum"` must hold exactly when `algorithm == "rum"`.
+            `{"plan": [three stages]}`). `kind == "rum"` must hold exactly when `algorithm == "rum"`.
         paper_table: `(dataset, arch) -> paper config`; every value must be one of `paper_configs`, and it
             must have a `DEFAULT_MODEL` row when it is not empty.
+        stage: for a flat space, how its algorithm is searched as a RUM stage (`Stage`); None: not a stage choice.
     """
 
     name: str
@@ -97,15 +122,18 @@ class SearchSpace:
     paper_table: Mapping[tuple[str, str], dict] = field(default_factory=dict)
     # flat suggested + returned names -> the algorithm's config kwargs; None: drop HELPER_PARAMS (flat spaces)
     decode: Optional[Callable[[dict], dict]] = None
+    stage: Optional[Stage] = None
 
     def __post_init__(self):
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got algorithm={self.algorithm!r}")
+        if not isinstance(self.algorithm, str) or not self.algorithm.isidentifier():
+            raise ValueError(f"algorithm must be an algorithm's name, got algorithm={self.algorithm!r}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got kind={self.kind!r}")
         if (self.kind == "rum") != (self.algorithm == "rum"):
             raise ValueError(f"kind == 'rum' must hold exactly when algorithm == 'rum', "
                              f"got kind={self.kind!r}, algorithm={self.algorithm!r}")
+        if self.stage is not None and self.kind != "flat":
+            raise ValueError(f"only a flat space can be a RUM stage, got kind={self.kind!r} with a stage")
         if not callable(self.define):
             raise ValueError(f"define must be callable, got define={self.define!r}")
         object.__setattr__(self, "paper_configs", tuple(self.paper_configs))
@@ -121,6 +149,32 @@ class SearchSpace:
         if not self.paper_table:
             return dict(self.paper_configs[0])
         return dict(self.paper_table.get((dataset, arch), self.paper_table[DEFAULT_MODEL]))
+
+
+# name -> space; filled by `register` as the space files are imported (search_spaces/__init__.py lists them).
+SPACES: dict[str, SearchSpace] = {}
+
+
+def register(space: SearchSpace) -> SearchSpace:
+    """Put `space` in `SPACES` and return it: `SCRUB = register(SearchSpace(name="scrub", ...))`.
+
+    Raises:
+        ValueError: the name is taken, or the space is a second RUM stage for one algorithm or alias.
+    """
+    if space.name in SPACES:
+        raise ValueError(f"search space {space.name!r} is registered twice")
+    if space.stage is not None:
+        for other in stage_spaces().values():
+            if space.algorithm == other.algorithm or space.stage.alias == other.stage.alias:
+                raise ValueError(f"{space.name!r} and {other.name!r} are both RUM stages of {space.algorithm!r} "
+                                 f"(aliases {space.stage.alias!r}, {other.stage.alias!r}): one stage per algorithm")
+    SPACES[space.name] = space
+    return space
+
+
+def stage_spaces() -> dict[str, SearchSpace]:
+    """algorithm -> its flat space that has a `Stage`, sorted by algorithm: what a RUM stage may run."""
+    return {s.algorithm: s for s in sorted(SPACES.values(), key=lambda s: s.algorithm) if s.stage is not None}
 
 
 def unique_configs(configs) -> tuple[dict, ...]:

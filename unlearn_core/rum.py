@@ -7,10 +7,10 @@ refine at once); otherwise `split_by_score` splits the forget set into three par
 high and mid n//3, low the rest), ties in the request's seeded random order.
 
 Meta-algorithm (§3.3, §3.4): the groups are unlearned in three *stages*, low → mid → high, each with its own
-algorithm (`none`, `finetune`, `neggrad_plus`, `scrub`) and hyperparameters, each a complete run with a
-fresh optimizer that starts from the previous stage's model. During a stage the examples of later stages
-stay in the retain set: low: retain = D − L; mid: D − (L ∪ M); high: D − (L ∪ M ∪ H), and for sequential
-requests also minus every earlier request's forget set.
+algorithm (`stage_algorithms()`: `none` and every registered `Unlearner`) and hyperparameters, each a complete
+run with a fresh optimizer that starts from the previous stage's model. During a stage the examples of later
+stages stay in the retain set: low: retain = D − L; mid: D − (L ∪ M); high: D − (L ∪ M ∪ H), and for
+sequential requests also minus every earlier request's forget set.
 
 RUM's config is its plan (`RumConfig.plan`, three `{"algorithm", "params"}` steps) and the proxy; the run
 driver treats it like any other algorithm: `next_epoch()` runs the next epoch of the current stage, and
@@ -41,10 +41,9 @@ from .errors import ConfigError, LossDiverged
 from .forget import retain_ids, tie_order, validate_ids
 from .metrics import accuracy, predict_probs
 from .proxies import check_proxy_name
-from .unlearning import ALGORITHMS, Request, config_dict, make_config
+from .unlearning import ALGORITHMS, Request, Unlearner, config_dict, make_config
 
 LEVELS = ("low", "mid", "high")
-STAGE_ALGORITHMS = ("none", "finetune", "neggrad_plus", "scrub")
 STEP_KEYS = ("algorithm", "params")
 
 # The RUM script's NegGrad+ plan (RUM:main_rum_proxy.py): β 0.99 → 0.97 → 0.97, lr 0.01 → 0.01 → 0.001,
@@ -59,10 +58,16 @@ SCRIPT_NEGGRAD_PLUS_PLAN = (
 
 # ------------------------------------------------------------------------------------------------ the plan
 
+def stage_algorithms() -> tuple[str, ...]:
+    """What a stage may run: `none`, then every registered algorithm that unlearns one set (an `Unlearner`),
+    sorted. Read from `ALGORITHMS` when asked (not at import), so a newly registered algorithm is a choice."""
+    return ("none", *(n for n in ALGORITHMS.names() if issubclass(ALGORITHMS.get(n), Unlearner)))
+
+
 def parse_plan(plan: Any) -> list[tuple[str, Any]]:
     """Validate a RUM plan and return [(algorithm, config or None)] for low, mid, high.
 
-    `plan` is `[{"algorithm": a, "params": {...}}] * 3` (low → mid → high) with `a` in `STAGE_ALGORITHMS`, as
+    `plan` is `[{"algorithm": a, "params": {...}}] * 3` (low → mid → high) with `a` in `stage_algorithms()`, as
     `search_spaces.rum.unflatten_rum` makes it, or the same as a JSON string. `params` may be omitted or
     partial (missing fields take the algorithm's defaults); `none` takes no params.
 
@@ -86,11 +91,12 @@ def parse_plan(plan: Any) -> list[tuple[str, Any]]:
         if extra:
             raise ConfigError(f"RUM {level} step has unknown key(s) {', '.join(map(str, extra))}; valid: "
                               f"{', '.join(STEP_KEYS)}")
+        choices = ", ".join(stage_algorithms())
         if "algorithm" not in step:
-            raise ConfigError(f"RUM {level} step has no 'algorithm'; valid: {', '.join(STAGE_ALGORITHMS)}")
+            raise ConfigError(f"RUM {level} step has no 'algorithm'; valid: {choices}")
         algorithm = step["algorithm"]
-        if algorithm not in STAGE_ALGORITHMS:
-            raise ConfigError(f"RUM {level} step: unknown algorithm {algorithm!r}; valid: {', '.join(STAGE_ALGORITHMS)}")
+        if algorithm not in stage_algorithms():
+            raise ConfigError(f"RUM {level} step: unknown algorithm {algorithm!r}; valid: {choices}")
         params = step.get("params") or {}
         if not isinstance(params, Mapping):
             raise ConfigError(f"RUM {level} step: params must be a mapping, got {params!r}")

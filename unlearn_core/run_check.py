@@ -10,7 +10,6 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from . import finetune, neggrad_plus, rum, scrub  # noqa: F401  (registers the algorithms)
 from .errors import ConfigError
 from .forget import class_forget, request_classes, retain_ids, validate_ids
 from .proxies import check_proxy

@@ -2,7 +2,9 @@
 
 An unlearning epoch is `Unlearner.next_epoch()`; the run driver (`run.py`) creates unlearners per deletion
 request through `for_request`, so a new algorithm is one file with a config and an `Unlearner` subclass plus
-`@ALGORITHMS.register(name)`, and is then known to the CLIs, the tuner and the study.
+`@ALGORITHMS.register(name)`, and its module's name in the registration list at the end of this file. It is
+then known to the CLIs, the run driver, checkpoints and RUM's stages (every registered `Unlearner` is a stage
+choice); a search space in `search_spaces/` makes it searchable by the tuner and the study.
 
 An algorithm is a frozen config dataclass (its fields are the hyperparameters, named as in the paper) plus an
 `Unlearner` subclass that implements `run_epoch(epoch)`. The tuner drives unlearners one epoch at a time and
@@ -229,3 +231,9 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     ok = value >= 0 if allow_zero else value > 0
     if not ok or (isinstance(value, float) and not math.isfinite(value)):
         raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {name}={value}")
+
+
+# The registration, timm style: importing these modules fills ALGORITHMS (each registers at its definition). It
+# sits at the end so the names above exist when an algorithm module imports them; everything that reads
+# ALGORITHMS imports this module, so it always sees every algorithm and no other list names them.
+from . import finetune, neggrad_plus, rum, scrub  # noqa: E402,F401

@@ -11,7 +11,7 @@ import pytest
 
 import search_spaces
 from search_spaces import SPACES, SearchSpace, flatten_rum, get_space, paper_config, to_config_params, unflatten_rum
-from search_spaces.rum import LEVELS, RUM_ALGORITHMS
+from search_spaces.rum import LEVELS, stage_algorithms
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -68,6 +68,16 @@ def check_finetune(p: dict) -> None:
     check_fixed(p)
 
 
+def check_any(p: dict, **_) -> None:
+    """What every flat config holds: plain values, the fixed SGD settings. (Spaces without a check of their own
+    here have one in their own test file; `test_configs_build_unlearn_core_configs` builds them all.)"""
+    assert all(isinstance(v, (str, int, float, bool)) for v in p.values())
+    check_fixed(p)
+
+
+CHECKS = {"scrub": check_scrub, "neggrad_plus": check_neggrad_plus, "finetune": lambda p, **_: check_finetune(p)}
+
+
 def check_plan(plan: list, allowed: tuple[str, ...]) -> None:
     assert len(plan) == 3
     for step in plan:
@@ -75,20 +85,16 @@ def check_plan(plan: list, allowed: tuple[str, ...]) -> None:
         algorithm, p = step["algorithm"], step["params"]
         if algorithm == "none":
             assert p == {}
-        elif algorithm == "scrub":
-            check_scrub(p, full=False)
-        elif algorithm == "neggrad_plus":
-            check_neggrad_plus(p, full=False)
         else:
-            check_finetune(p)
+            CHECKS.get(algorithm, check_any)(p, full=False)
 
 
-ALLOWED = {"rum_scrub": ("scrub",), "rum_neggrad_plus": ("neggrad_plus",), "rum": RUM_ALGORITHMS}
+ALLOWED = {"rum_scrub": ("scrub",), "rum_neggrad_plus": ("neggrad_plus",), "rum": stage_algorithms()}
 
 
 def check_config(space: SearchSpace, cfg: dict) -> None:
     if space.kind == "flat":
-        {"scrub": check_scrub, "neggrad_plus": check_neggrad_plus}[space.algorithm](cfg)
+        CHECKS.get(space.algorithm, check_any)(cfg)
     else:
         assert set(cfg) == {"plan"}
         check_plan(cfg["plan"], ALLOWED[space.name])
@@ -334,42 +340,62 @@ def test_to_config_params_missing_param():
 
 
 def test_get_space_unknown_lists_valid_names():
-    assert search_spaces.space_names() == sorted(SPACES) == [
-        "neggrad_plus", "rum", "rum_neggrad_plus", "rum_scrub", "scrub"]
+    assert search_spaces.space_names() == sorted(SPACES)
+    assert {"finetune", "neggrad_plus", "rum", "rum_neggrad_plus", "rum_scrub", "scrub"} <= set(SPACES)
     with pytest.raises(ValueError) as err:
-        get_space("salun")
-    assert "salun" in str(err.value)
+        get_space("sallun")
+    assert "sallun" in str(err.value)
     assert ", ".join(sorted(SPACES)) in str(err.value)
 
 
+def test_each_space_file_registers_itself():
+    """No hand-kept table: the space files fill SPACES, and every flat space with a Stage is a RUM stage choice."""
+    from search_spaces.search_space import stage_spaces
+
+    assert all(SPACES[name].name == name for name in SPACES)
+    stages = stage_spaces()
+    assert list(stages) == sorted(stages) and stage_algorithms() == ("none", *stages)
+    assert {"finetune", "neggrad_plus", "scrub"} <= set(stages)
+    assert all(space.kind == "flat" and space.algorithm == algorithm for algorithm, space in stages.items())
+    aliases = [space.stage.alias for space in stages.values()]
+    assert len(set(aliases)) == len(aliases)
+    with pytest.raises(ValueError, match="registered twice"):
+        search_spaces.search_space.register(get_space("scrub"))
+
+
 def test_search_space_validates():
+    from search_spaces.search_space import Stage
+
     with pytest.raises(ValueError, match="kind"):
         SearchSpace("x", "scrub", lambda t: {}, (), "nested")
     with pytest.raises(ValueError, match="algorithm"):
-        SearchSpace("x", "salun", lambda t: {}, (), "flat")
+        SearchSpace("x", "sal un", lambda t: {}, (), "flat")
+    with pytest.raises(ValueError, match="only a flat space"):
+        SearchSpace("x", "rum", lambda t: {}, (), "rum", stage=Stage("x", lambda t, p, full: {}))
     with pytest.raises(ValueError, match="exactly when"):
         SearchSpace("x", "scrub", lambda t: {}, (), "rum")
     with pytest.raises(ValueError, match="paper_table"):
         SearchSpace("x", "scrub", lambda t: {}, ({"lr": 0.1},), "flat", {("cifar10", "resnet18"): {"lr": 0.2}})
 
 
-def test_configs_build_unlearn_core_configs():
-    """The hand-off works on the real dataclasses (skipped where unlearn_core cannot be imported)."""
-    try:
-        from unlearn_core.finetune import FinetuneConfig
-        from unlearn_core.neggrad_plus import NegGradPlusConfig
-        from unlearn_core.scrub import ScrubConfig
-    except Exception as exc:  # pragma: no cover - unlearn_core is written alongside
-        pytest.skip(f"unlearn_core not importable: {exc!r}")
-    classes = {"scrub": ScrubConfig, "neggrad_plus": NegGradPlusConfig, "finetune": FinetuneConfig}
-    for name in sorted(SPACES):
-        space = get_space(name)
-        _, _, sampled = run_study(space, 5)
-        for cfg in [to_config_params(name, point) for point in space.paper_configs] + sampled:
-            steps = cfg["plan"] if space.kind == "rum" else [{"algorithm": space.algorithm, "params": cfg}]
-            for step in steps:
-                if step["algorithm"] != "none":
-                    classes[step["algorithm"]](**step["params"])
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_configs_build_unlearn_core_configs(name):
+    """The hand-off works on the real dataclasses: every field is given, and the config's checks pass."""
+    import dataclasses
+
+    from unlearn_core.unlearning import ALGORITHMS, make_config
+
+    space = get_space(name)
+    _, _, sampled = run_study(space, 5)
+    for cfg in [to_config_params(name, point) for point in space.paper_configs] + sampled:
+        steps = cfg["plan"] if space.kind == "rum" else [{"algorithm": space.algorithm, "params": cfg}]
+        for step in steps:
+            if step["algorithm"] != "none":
+                fields = {f.name for f in dataclasses.fields(ALGORITHMS.get(step["algorithm"]).Config)}
+                assert set(step["params"]) == fields, step
+                make_config(step["algorithm"], step["params"])
+    if space.kind == "rum":
+        make_config("rum", {"plan": to_config_params(name, space.paper_configs[0])["plan"]})
 
 
 def test_import_stays_light():
@@ -386,4 +412,5 @@ def test_rum_vocabulary_matches_unlearn_core():
     from unlearn_core import rum as core_rum
 
     assert space_rum.LEVELS == core_rum.LEVELS
-    assert tuple(space_rum.RUM_ALGORITHMS) == tuple(core_rum.STAGE_ALGORITHMS)
+    # every unlearn_core algorithm RUM can run in a stage has a space that can search it there, and back
+    assert space_rum.stage_algorithms() == core_rum.stage_algorithms()
