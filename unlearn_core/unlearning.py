@@ -236,4 +236,4 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
 # The registration, timm style: importing these modules fills ALGORITHMS (each registers at its definition). It
 # sits at the end so the names above exist when an algorithm module imports them; everything that reads
 # ALGORITHMS imports this module, so it always sees every algorithm and no other list names them.
-from . import finetune, neggrad_plus, rum, scrub  # noqa: E402,F401
+from . import finetune, neggrad_plus, random_label, rum, scrub  # noqa: E402,F401

@@ -259,6 +259,12 @@ class TestFinetune(UnlearnerContract):
     degenerate = dict(DEG)  # fine-tuning is its own degenerate case: it must equal plain training
 
 
+class TestRandomLabel(UnlearnerContract):
+    algorithm = "random_label"
+    params = dict(epochs=2, lr=0.05, batch_size=128)
+    stop_after = 1
+
+
 class TestRum(UnlearnerContract):
     algorithm = "rum"
     params = {"plan": [NG1, FT2, NG1], "proxy": PROXY}
