@@ -2,7 +2,7 @@
 
 An unlearning epoch is `Unlearner.next_epoch()`; the run driver (`run.py`) creates unlearners per deletion
 request through `for_request`, so a new algorithm is one file with a config and an `Unlearner` subclass plus
-`@ALGORITHMS.register(name)`, and its module's name in the registration list at the end of this file. It is
+`@ALGORITHMS.register(name)`, and its module's name in `ALGORITHM_MODULES` (the registration list). It is
 then known to the CLIs, the run driver, checkpoints and RUM's stages (every registered `Unlearner` is a stage
 choice); a search space in `search_spaces/` makes it searchable by the tuner and the study.
 
@@ -13,6 +13,7 @@ checkpoints them with `state_dict()`, so a retried trial resumes exactly where i
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from typing import Any, Callable, Mapping, Optional
 
@@ -27,7 +28,44 @@ from .errors import ConfigError, LossDiverged
 from .registry import Registry
 from .training import autocast, sgd
 
-ALGORITHMS: Registry[type["Unlearner"]] = Registry("algorithm")
+# The registration, timm style: the modules of the algorithms, each of which registers its algorithm at its
+# definition (`@ALGORITHMS.register`). The one list of them: every user of ALGORITHMS (CLIs, run driver, RUM's
+# stages, checkpoints) sees every algorithm named here.
+ALGORITHM_MODULES = ("finetune", "neggrad_plus", "random_label", "rum", "scrub")
+
+
+class AlgorithmRegistry(Registry):
+    """The algorithm `Registry`, which imports `ALGORITHM_MODULES` before its first lookup.
+
+    At lookup time, not when this module is imported: an algorithm module imports this one (and may import
+    another algorithm, as SalUn builds on Random Label), so importing them all from here at import time would
+    find some of them half-initialized.
+    """
+
+    def __init__(self, kind: str, modules: tuple[str, ...]):
+        super().__init__(kind)
+        self._modules, self._loaded = modules, False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for m in self._modules:
+                importlib.import_module(f"{__package__}.{m}")
+
+    def get(self, name: str):
+        self._load()
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        self._load()
+        return super().names()
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return super().__contains__(name)
+
+
+ALGORITHMS: AlgorithmRegistry = AlgorithmRegistry("algorithm", ALGORITHM_MODULES)
 
 GUARD_EVERY = 16  # steps between divergence checks: one host sync per 16 steps keeps the loop async
 
@@ -232,8 +270,3 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     if not ok or (isinstance(value, float) and not math.isfinite(value)):
         raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {name}={value}")
 
-
-# The registration, timm style: importing these modules fills ALGORITHMS (each registers at its definition). It
-# sits at the end so the names above exist when an algorithm module imports them; everything that reads
-# ALGORITHMS imports this module, so it always sees every algorithm and no other list names them.
-from . import finetune, neggrad_plus, random_label, rum, scrub  # noqa: E402,F401
