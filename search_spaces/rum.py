@@ -31,11 +31,11 @@ The spaces, and why (**paper = what the paper ran**: the RUM code's settings beh
   `RUM_SCRIPT_NEGGRAD_PLUS_PLAN`, enqueued as an extra (not the first, in no table row) paper config.
 * `rum` (conditional): per stage an algorithm from `stage_algorithms()` and that algorithm's stage
   parameters (each space's `Stage.suggest`, e.g. fine-tune's `lr` and `epochs`). Paper: the best full RUM on
-  CIFAR-10 is none → finetune → SalUn (RUM:main_rum.py, finetune 10 epochs at lr 0.1). We have no SalUn, so the
-  CIFAR-10 starting point is a **substitution, NegGrad+ for SalUn** (label it so wherever it is shown): none →
-  finetune → neggrad_plus, with the script's high stage of RUM^F NegGrad+ (β 0.97, 10 epochs, lr 0.001). On
-  CIFAR-100 the paper finds NegGrad+ best on every subset, so the CIFAR-100 starting point is the
-  `rum_neggrad_plus` paper plan of its (dataset, arch).
+  CIFAR-10 is none → finetune → SalUn, the CIFAR-10 starting point with the RUM script's settings
+  (RUM:main_rum.py: finetune 10 epochs at lr 0.1, SalUn 5 epochs at lr 0.1; ratio 0.5, SalUn's default, as the
+  script names none): `RUM_CIFAR10_PLAN`, = `unlearn_core.rum.PAPER_CIFAR10_PLAN`. On CIFAR-100 the paper
+  finds NegGrad+ best on every subset, so the CIFAR-100 starting point is the `rum_neggrad_plus` paper plan
+  of its (dataset, arch).
   Conditional parameters are absent from some trials, so NSGA-II and multivariate TPE (which model only the
   intersection search space) sample them independently; `TPESampler(multivariate=True, group=True)` models
   each branch.
@@ -50,6 +50,7 @@ import optuna
 
 from .finetune import FINETUNE_PAPER
 from .neggrad_plus import NEGGRAD_PLUS_PAPER_BETAS, NEGGRAD_PLUS_PAPER_LR
+from .salun import SALUN_RUM_SCRIPT
 from .scrub import SCRUB_PAPER_ROWS, paper_row_point
 from .search_space import DEFAULT_MODEL, SearchSpace, Stage, register, stage_spaces, unique_configs
 
@@ -192,8 +193,8 @@ RUM_SCRIPT_NEGGRAD_PLUS_PLAN = [_ng_step(0.99, 0.01, 5), _ng_step(0.97, 0.01, 5)
 # (dataset, arch) -> the paper's RUM^F SCRUB plan: the Table C.2 row in every stage (Table C.4: 10 → 10 → 10).
 RUM_SCRUB_PLANS: dict[tuple[str, str], list[dict]] = {
     model: [_scrub_step(*row)] * len(LEVELS) for model, row in SCRUB_PAPER_ROWS.items()}
-# Substitution, NegGrad+ for SalUn: the paper's none → finetune → SalUn with the script's NegGrad+ high stage.
-RUM_CIFAR10_PLAN = [NONE_STEP, FINETUNE_STEP, RUM_SCRIPT_NEGGRAD_PLUS_PLAN[2]]
+# The paper's best full RUM on CIFAR-10, none → finetune → SalUn, with the RUM script's settings (RUM:main_rum.py).
+RUM_CIFAR10_PLAN = [NONE_STEP, FINETUNE_STEP, {"algorithm": "salun", "params": dict(SALUN_RUM_SCRIPT)}]
 
 _RUM_SCRUB_TABLE = {model: flatten_rum(plan) for model, plan in RUM_SCRUB_PLANS.items()}
 _RUM_NG_TABLE = {model: flatten_rum(plan) for model, plan in RUM_NEGGRAD_PLUS_PLANS.items()}

@@ -23,7 +23,7 @@ from .data import load_dataset
 from .environment import use_cpus
 from .errors import ConfigError, UnlearnError
 from .jsonable import dumps
-from .rum import SCRIPT_NEGGRAD_PLUS_PLAN
+from .rum import PLANS, SCRIPT_NEGGRAD_PLUS_PLAN, stage_algorithms
 from .run import check, start
 from .unlearning import ALGORITHMS
 from .workspace import Workspace
@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "are refused before anything trains (see the list below)")
     g.add_argument("--rum-plan", default=None, metavar="PLAN",
                    help="RUM's three stages, low → mid → high memorization: 'ALG[:NAME=VALUE;...],ALG,ALG' "
-                        "with ALG in none, finetune, neggrad_plus, scrub (e.g. "
-                        "'none,finetune:lr=0.1;epochs=5,neggrad_plus:beta=0.97'), or the JSON list "
+                        f"with ALG in {', '.join(stage_algorithms())} (e.g. "
+                        "'none,finetune:lr=0.1;epochs=5,neggrad_plus:beta=0.97'), a named plan "
+                        f"({', '.join(PLANS)}; paper_cifar10: the paper's none → finetune → salun), or the JSON list "
                         "[{\"algorithm\": ..., \"params\": {...}}, ...] (default: the RUM script's NegGrad+ plan, "
                         "β 0.99/0.97/0.97, lr 0.01/0.01/0.001, Table C.4's epochs 5/5/10)")
     g.add_argument("--seed", type=int, default=0,
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_rum_plan(text: str) -> Any:
     """`--rum-plan` → the plan `rum.parse_plan` takes (JSON passes through; the short form is expanded)."""
-    if text.lstrip().startswith("["):
+    if text.lstrip().startswith("[") or text.strip() in PLANS:  # JSON, or a named plan (rum.PLANS)
         return text
     steps = []
     for part in text.split(","):

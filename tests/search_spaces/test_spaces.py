@@ -195,8 +195,9 @@ def test_paper_config_rows():
     assert [(s["params"]["alpha"], s["params"]["gamma"], s["params"]["max_steps"], s["params"]["epochs"])
             for s in plan] == [(0.1, 0.005, 7 + 1, 10)] * 3
     plan = to_config_params("rum", paper_config("rum", "cifar10", "resnet18"))["plan"]
-    assert [s["algorithm"] for s in plan] == ["none", "finetune", "neggrad_plus"]
-    assert plan[1]["params"]["lr"] == 0.1
+    assert [s["algorithm"] for s in plan] == ["none", "finetune", "salun"]
+    assert [(s["params"]["lr"], s["params"]["epochs"]) for s in plan[1:]] == [(0.1, 10), (0.1, 5)]  # RUM script
+    assert plan[2]["params"]["ratio"] == 0.5
     plan = to_config_params("rum", paper_config("rum", "cifar100", "resnet18"))["plan"]
     assert [s["algorithm"] for s in plan] == ["neggrad_plus"] * 3
 
@@ -298,10 +299,20 @@ def test_rum_script_plan_kept_by_name():
     point = flatten_rum(script)
     assert point in space.paper_configs and space.paper_configs[0] != point   # an extra point, not the first
     assert point not in space.paper_table.values()
-    # The full RUM CIFAR-10 start: none -> finetune -> NegGrad+ (for SalUn), the script's high stage.
+
+
+def test_rum_cifar10_start_is_the_papers_plan():
+    """The full RUM space starts CIFAR-10 from the paper's none -> finetune -> SalUn with the RUM script's
+    settings, the plan unlearn_core names PAPER_CIFAR10_PLAN (`--rum-plan paper_cifar10`); no substitution."""
+    from unlearn_core.rum import PAPER_CIFAR10_PLAN, PLANS
+
     plan = unflatten_rum(paper_config("rum", "cifar10", "resnet18"))
-    assert plan == search_spaces.rum.RUM_CIFAR10_PLAN
-    assert [s["algorithm"] for s in plan] == ["none", "finetune", "neggrad_plus"] and plan[2] == script[2]
+    assert plan == search_spaces.rum.RUM_CIFAR10_PLAN == [dict(s) for s in PAPER_CIFAR10_PLAN]
+    assert plan == [{"algorithm": "none", "params": {}}, {"algorithm": "finetune", "params": {"lr": 0.1, "epochs": 10}},
+                    {"algorithm": "salun", "params": {"lr": 0.1, "epochs": 5, "ratio": 0.5}}]
+    assert PLANS["paper_cifar10"] is PAPER_CIFAR10_PLAN
+    assert paper_config("rum", "cifar10", "vgg16_bn") == paper_config("rum", "cifar10", "resnet18")
+    assert get_space("rum").paper_configs[0] == flatten_rum(plan)   # enqueued first
 
 
 @pytest.mark.parametrize("name", ["rum_scrub", "rum_neggrad_plus", "rum"])
@@ -326,8 +337,8 @@ def test_flatten_unflatten_round_trip(name):
 def test_flatten_unflatten_errors():
     with pytest.raises(ValueError, match="mid_algorithm"):
         unflatten_rum({"low_algorithm": "none", "high_algorithm": "none"})
-    with pytest.raises(ValueError, match="salun"):
-        unflatten_rum({"low_algorithm": "none", "mid_algorithm": "salun", "high_algorithm": "none"})
+    with pytest.raises(ValueError, match="sallun"):
+        unflatten_rum({"low_algorithm": "none", "mid_algorithm": "sallun", "high_algorithm": "none"})
     with pytest.raises(ValueError, match="3 steps"):
         flatten_rum([{"algorithm": "none", "params": {}}])
     with pytest.raises(ValueError, match="no params"):

@@ -111,7 +111,7 @@ BAD_PLANS = [
     ([NONE, NONE], r"list of 3 steps .* got 2 steps"),
     ({"low": NONE}, "list of 3 steps"),
     ([NONE, NONE, "scrub"], "high step must be a mapping"),
-    ([NONE, {"algorithm": "salun", "params": {}}, NONE], r"mid step: unknown algorithm 'salun'; valid: none, finetune"),
+    ([NONE, {"algorithm": "sallun", "params": {}}, NONE], r"mid step: unknown algorithm 'sallun'; valid: none, finetune"),
     ([NONE, {"params": {}}, NONE], "mid step has no 'algorithm'"),
     ([{"algorithm": "none", "params": {"lr": 0.1}}, NONE, NONE], "low step runs 'none', which takes no params"),
     ([NONE, {**FT, "epochs": 3}, NONE], r"mid step has unknown key\(s\) epochs"),

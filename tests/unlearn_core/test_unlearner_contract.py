@@ -265,6 +265,12 @@ class TestRandomLabel(UnlearnerContract):
     stop_after = 1
 
 
+class TestSalUn(UnlearnerContract):
+    algorithm = "salun"
+    params = dict(epochs=2, lr=0.05, batch_size=128, ratio=0.5)
+    stop_after = 1  # the mask and the frozen entries' start travel with the checkpoint
+
+
 class TestRum(UnlearnerContract):
     algorithm = "rum"
     params = {"plan": [NG1, FT2, NG1], "proxy": PROXY}
