@@ -271,6 +271,12 @@ class TestSalUn(UnlearnerContract):
     stop_after = 1  # the mask and the frozen entries' start travel with the checkpoint
 
 
+class TestNegGrad(UnlearnerContract):
+    algorithm = "neggrad"
+    params = dict(epochs=2, lr=0.01, forget_batch_size=32)
+    stop_after = 1
+
+
 class TestRum(UnlearnerContract):
     algorithm = "rum"
     params = {"plan": [NG1, FT2, NG1], "proxy": PROXY}
