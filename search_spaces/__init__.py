@@ -29,7 +29,7 @@ from __future__ import annotations
 from .search_space import SPACES, SearchSpace, space_config_params
 
 # The registration: importing a space file registers its spaces (no hand-kept table of names).
-from . import finetune, neggrad, neggrad_plus, random_label, rum, salun, scrub  # noqa: E402,F401,I001
+from . import finetune, l1_sparse, neggrad, neggrad_plus, random_label, rum, salun, scrub  # noqa: E402,F401,I001
 from .rum import flatten_rum, unflatten_rum  # noqa: E402
 
 __all__ = ["SPACES", "SearchSpace", "flatten_rum", "get_space", "paper_config", "space_names",

@@ -31,7 +31,7 @@ from .training import autocast, sgd
 # The registration, timm style: the modules of the algorithms, each of which registers its algorithm at its
 # definition (`@ALGORITHMS.register`). The one list of them: every user of ALGORITHMS (CLIs, run driver, RUM's
 # stages, checkpoints) sees every algorithm named here.
-ALGORITHM_MODULES = ("finetune", "neggrad", "neggrad_plus", "random_label", "rum", "salun", "scrub")
+ALGORITHM_MODULES = ("finetune", "l1_sparse", "neggrad", "neggrad_plus", "random_label", "rum", "salun", "scrub")
 
 
 class AlgorithmRegistry(Registry):

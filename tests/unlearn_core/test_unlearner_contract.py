@@ -277,6 +277,13 @@ class TestNegGrad(UnlearnerContract):
     stop_after = 1
 
 
+class TestL1Sparse(UnlearnerContract):
+    algorithm = "l1_sparse"
+    params = dict(epochs=2, lr=0.1, retain_batch_size=128, alpha=1e-4)
+    stop_after = 1
+    degenerate = dict(DEG, alpha=0.0)  # no l1 term: fine-tuning
+
+
 class TestRum(UnlearnerContract):
     algorithm = "rum"
     params = {"plan": [NG1, FT2, NG1], "proxy": PROXY}
