@@ -125,7 +125,7 @@ BAD_INPUTS = {
                                             "does not exist"),
     "forget set larger than the training split": (["--forget-size", "5000"], "5000"),
     "forget class that does not exist": (["--forget", "class", "--forget-classes", "12"], "12"),
-    "rum plan with an unknown algorithm": (["--algorithm", "rum", "--rum-plan", "none,salun,scrub"], "salun"),
+    "rum plan with an unknown algorithm": (["--algorithm", "rum", "--rum-plan", "none,sallun,scrub"], "sallun"),
     "rum plan with an unknown parameter": (["--algorithm", "rum", "--rum-plan", "none,finetune:bogus=1,scrub"],
                                            "bogus"),
     "rum with --param": (["--algorithm", "rum", "--param", "lr=0.1"], "--rum-plan"),

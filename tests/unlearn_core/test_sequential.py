@@ -228,7 +228,7 @@ def test_a_diverged_request_ends_the_sequence_with_its_reason(random_run, store)
 BAD = [
     ({"forget": "mix", "proxy": "loss"}, "finetune", {}, 2, "unknown proxy 'loss'"),
     ({}, "rum", {"plan": [NONE, FT, NG], "proxy": "loss"}, 2, "unknown proxy 'loss'"),
-    ({}, "rum", {"plan": [NONE, {"algorithm": "salun"}, NG]}, 2, "mid step: unknown algorithm 'salun'"),
+    ({}, "rum", {"plan": [NONE, {"algorithm": "sallun"}, NG]}, 2, "mid step: unknown algorithm 'sallun'"),
     ({}, "rum", {"plan": [NONE, {"algorithm": "finetune", "params": {"lr": 0.1, "alpha": 1}}, NG]}, 2,
      r"mid step \(finetune\): unknown hyperparameter\(s\) alpha"),
     ({}, "rum", {"plan": [NONE, NG]}, 2, "list of 3 steps"),
@@ -236,7 +236,7 @@ BAD = [
     # the RUM script's NegGrad+ plan, see test_rum.test_rum_config_is_the_plan_with_every_field_explicit)
     ({}, "rum", {"plan": [NONE, FT, NG], "order": "high-first"}, 2, r"unknown hyperparameter\(s\) order for rum"),
     ({}, "finetune", {"lrr": 0.1}, 2, r"unknown hyperparameter\(s\) lrr for finetune"),
-    ({}, "salun", {}, 2, "unknown algorithm 'salun'"),
+    ({}, "sallun", {}, 2, "unknown algorithm 'sallun'"),
     ({"forget_size": 2}, "rum", {"plan": [NONE, FT, NG]}, 1, "forget_size must be >= 3"),
     ({"forget": "mix", "forget_size": 2}, "finetune", {}, 1, "forget_size must be >= 3"),
     ({"forget_size": 300}, "finetune", {}, 5, "5 requests of 300 examples need 1500"),
