@@ -1,17 +1,38 @@
-"""Result files of a search: the trial table and the best-configs table (markdown)."""
+"""Result files of a search: trials.csv, best_configs.{json,md,csv} and pareto_front.csv.
+
+    write_outputs(settings, summary)   # summary: one `final_runs.finalize_pair` dict per (dataset, arch)
+"""
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 
-# A trial reads only the selection view (validation data): sel_* columns; no test-set column exists here.
-TRIAL_COLUMNS = ("dataset", "arch", "trial_id", "status", "prune_reason", "progress", "epoch", "request", "sel_tow",
-                 "sel_tow_mia", "forget_acc", "retain_acc", "val_acc", "sel_mia", "unlearn_seconds", "time_total_s",
-                 "node_id", "params")
+from .files import write_json, write_text
+from .trial_schema import COLUMNS
 
 
 def trials_table(rows: list[dict]) -> pd.DataFrame:
-    """Every trial: its config, last metrics, status (completed / stopped by ASHA / pruned / error), reason."""
-    return pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
+    """Every trial (`trial_schema.COLUMNS`): its config, last metrics, status (completed / stopped by ASHA /
+    diverged / error / unfinished) and reason. A trial reads only the selection view: no test-set column."""
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def write_outputs(s, summary: list[dict]) -> None:
+    """best_configs.json (per-seed records stay in the final runs' store), .md and .csv, and pareto_front.csv
+    under the experiment folder of settings `s`."""
+    clean = [{**x, "paper": {k: v for k, v in x["paper"].items() if k != "runs"}} for x in summary]
+    write_json(f"{s.exp_dir}/best_configs.json", clean, indent=1)
+    write_text(f"{s.exp_dir}/best_configs.md", best_configs_markdown(summary))
+    flat = [{"dataset": x["dataset"], "arch": x["arch"], "algorithm": x["algorithm"], "objective": x["objective_name"],
+             "recommended": x["label"], "beats_paper": x["beats_paper"],
+             **{f"{k}{suffix}": x[k][stat] for k in ("sel_tow", "sel_tow_mia", "tow", "tow_mia")
+                for suffix, stat in (("", "mean"), ("_low", "low"), ("_high", "high"))},
+             "seeds": " ".join(map(str, x["seeds"])), "search_seed": x["search_seed"],
+             "diverged_runs": x["diverged_runs"], "params": json.dumps(x["params"])} for x in summary]
+    write_text(f"{s.exp_dir}/best_configs.csv", pd.DataFrame(flat).to_csv(index=False))
+    fronts = [{"dataset": x["dataset"], "arch": x["arch"], **p} for x in summary for p in x["pareto_front"]]
+    write_text(f"{s.exp_dir}/pareto_front.csv", pd.DataFrame(fronts).to_csv(index=False))
 
 
 def _ci(x: dict) -> str:
@@ -19,11 +40,16 @@ def _ci(x: dict) -> str:
 
 
 def _short(params: dict) -> str:
+    """'lr=0.01, epochs=5', or a RUM plan's stages 'none → finetune(lr=0.1, epochs=5) → ...' (SGD's constants
+    left out)."""
     skip = {"momentum", "weight_decay", "augment"}
+
+    def pairs(p: dict) -> str:
+        return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items() if k not in skip)
+
     if "plan" in params:
-        return " → ".join(f"{s['algorithm']}" + (f"({', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in s['params'].items() if k not in skip)})" if s["params"] else "")
-                          for s in params["plan"])
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items() if k not in skip)
+        return " → ".join(s["algorithm"] + (f"({pairs(s['params'])})" if s["params"] else "") for s in params["plan"])
+    return pairs(params)
 
 
 def _diff(x: dict) -> str:
@@ -59,7 +85,7 @@ def best_configs_markdown(summary: list[dict]) -> str:
                          f"{_diff(d['tow'])} | {_diff(d['tow_mia'])} | {' '.join(map(str, p['seeds']))} |  |  |")
         t = s["trials"]
         notes.append(f"{s['dataset']}/{s['arch']}: search seed {s['search_seed']}; {s['trials_run']} trials "
-                     f"({t['completed']} completed, {t['stopped']} stopped by ASHA, {t['pruned']} diverged, "
+                     f"({t['completed']} completed, {t['stopped']} stopped by ASHA, {t['diverged']} diverged, "
                      f"{t['error']} errors); finals on seeds {', '.join(map(str, p['seeds']))} (never the search "
                      f"seed); objective {s['objective_name']}.")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"

@@ -23,7 +23,7 @@ from .progress import as_completed
 
 
 def _prepare_one(spec: ExperimentSpec, dataset, cpus: float, proxies: Sequence[str], requests: int,
-                 selection: str) -> dict:
+                 ranking_model: str) -> dict:
     from unlearn_core.environment import use_cpus
     from unlearn_core.proxies import memorization
     from unlearn_core.references import original
@@ -36,31 +36,31 @@ def _prepare_one(spec: ExperimentSpec, dataset, cpus: float, proxies: Sequence[s
     _, orig = original(ws)
     for proxy in proxies:  # RUM and the mix need memorization scores; cached in the store like the models
         memorization(ws, proxy)
-    shared = requests == 1 or spec.forget != "mix" or selection == "retrain"
+    shared = requests == 1 or spec.forget != "mix" or ranking_model == "retrain"
     # A zero-epoch run selects exactly the sets every trial will select and builds their retrains — unless the
-    # sets of requests 2..k depend on each trial's own model (a mix with selection "current", the reference's
+    # sets of requests 2..k depend on each trial's own model (a mix ranked by the "current" model, the reference's
     # rule): those retrains are built, and cached, by the trials themselves.
     # Both views: trials read the selection view and finals both, so every reference metric is built here once
     # (not by several concurrent trials at their first evaluation).
-    rec = start(spec, "finetune", {"epochs": 0}, ws, requests=requests if shared else 1, selection=selection,
-                views=("selection", "report")).run()
+    rec = start(spec, "finetune", {"epochs": 0}, ws, requests=requests if shared else 1,
+                ranking_model=ranking_model, views=("selection", "report")).run()
     first = rec["requests"][0]["retrain"]
     report = {"spec": dataclasses.asdict(spec), "original_seconds": float(orig["seconds"]),
               "retrain_seconds": rec["retrain_seconds"], "wall_seconds": time.perf_counter() - t0,
               "retrain": {k: first[k] for k in ("forget_acc", "retain_acc", "test_acc", "mia")}}
-    ws.store.save("prepared", records.prepared_key(spec, dataset, proxies, requests, selection), report)
+    ws.store.save("prepared", records.prepared_key(spec, dataset, proxies, requests, ranking_model), report)
     return report
 
 
 def prepare(specs: Sequence[ExperimentSpec], datasets: dict, *, cpus: float, gpus: float,
-            proxies: Sequence[str] = (), requests: int = 1, selection: str = "current",
+            proxies: Sequence[str] = (), requests: int = 1, ranking_model: str = "current",
             log: Callable[[str], None] = print) -> list[dict]:
     """Run `_prepare_one` for every spec not prepared yet as a Ray task; print progress as each finishes; return
     the reports of all specs."""
     proxies = tuple(proxies)
     out, todo = [], []
     for s in specs:
-        key = records.prepared_key(s, datasets[s.dataset], proxies, requests, selection)
+        key = records.prepared_key(s, datasets[s.dataset], proxies, requests, ranking_model)
         rep = records.load(s, "prepared", key)
         if rep is None:
             todo.append(s)
@@ -70,7 +70,7 @@ def prepare(specs: Sequence[ExperimentSpec], datasets: dict, *, cpus: float, gpu
     if not todo:
         return out
     task = ray.remote(_prepare_one).options(num_cpus=cpus, num_gpus=1 if gpus > 0 else 0, max_retries=2)
-    jobs = {task.remote(s, datasets[s.dataset], cpus, proxies, requests, selection): s for s in todo}
+    jobs = {task.remote(s, datasets[s.dataset], cpus, proxies, requests, ranking_model): s for s in todo}
     log(f"prepare: {len(jobs)} original/retrain set(s) to build or load ({'GPU' if gpus > 0 else 'CPU'} tasks)")
     for n, (s, rep) in enumerate(as_completed(jobs), 1):
         out.append(rep)

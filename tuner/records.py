@@ -24,16 +24,17 @@ def _experiment(spec: ExperimentSpec, dataset) -> dict:
             "recipe": dataclasses.asdict(recipe_for(spec.dataset, epochs=spec.train_epochs))}
 
 
-def prepared_key(spec: ExperimentSpec, dataset, proxies: Sequence[str], requests: int, selection: str) -> str:
+def prepared_key(spec: ExperimentSpec, dataset, proxies: Sequence[str], requests: int, ranking_model: str) -> str:
     return artifact_key("prepared", **_experiment(spec, dataset), proxies=list(proxies), requests=requests,
-                        selection=selection)
+                        ranking_model=ranking_model)
 
 
-def final_key(spec: ExperimentSpec, dataset, algorithm: str, params: dict, requests: int, selection: str,
+def final_key(spec: ExperimentSpec, dataset, algorithm: str, params: dict, requests: int, ranking_model: str,
               device: str) -> str:
     """`device`: the kind the run ran on ("cuda", "cpu"): a GPU run (bf16) is not reused as a CPU run's result."""
     return artifact_key("final", **_experiment(spec, dataset), algorithm=algorithm, params=params,
-                        requests=requests, selection=selection, device=device.split(":")[0], code=code_fingerprint())
+                        requests=requests, ranking_model=ranking_model, device=device.split(":")[0],
+                        code=code_fingerprint())
 
 
 def store_of(spec: ExperimentSpec) -> ArtifactStore:

@@ -47,7 +47,8 @@ def report_search(exp_dir: str) -> str:
     meta = _read_json(os.path.join(exp_dir, "search.json"))
     best_path = os.path.join(exp_dir, "best_configs.json")
     best = _read_json(best_path) if os.path.exists(best_path) else []
-    trials = pd.read_csv(os.path.join(exp_dir, "trials.csv")) if os.path.exists(os.path.join(exp_dir, "trials.csv")) else pd.DataFrame()
+    trials_csv = os.path.join(exp_dir, "trials.csv")
+    trials = pd.read_csv(trials_csv) if os.path.exists(trials_csv) else pd.DataFrame()
     fig_dir = os.path.join(exp_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
     gpus = float(meta.get("resources", {}).get("gpus_per_trial") or 0)
@@ -81,7 +82,8 @@ def report_search(exp_dir: str) -> str:
                for r in done.itertuples()]
         if pts:
             made.append(figures.pareto(pts, pareto_front(pts), x="tow", y="tow_mia", xlabel="selection ToW (val)",
-                                       ylabel="selection ToW-MIA (val)", title=f"{alg} on {dataset}/{arch}: ToW vs ToW-MIA",
+                                       ylabel="selection ToW-MIA (val)",
+                                       title=f"{alg} on {dataset}/{arch}: ToW vs ToW-MIA",
                                        path=os.path.join(fig_dir, f"{tag}-pareto-tow-vs-tow_mia.png")))
             made.append(figures.pareto(pts, pareto_front(pts, keys=("tow", "neg_seconds")), x="seconds", y="tow",
                                        xlabel=sec_label, ylabel="selection ToW (val)",
@@ -101,7 +103,8 @@ def report_search(exp_dir: str) -> str:
 
 def study_rows(exp_dir: str) -> list[dict]:
     runs = os.path.join(exp_dir, "runs")
-    rows = [_read_json(os.path.join(runs, n)) for n in sorted(os.listdir(runs)) if n.endswith(".json")] if os.path.isdir(runs) else []
+    names = sorted(os.listdir(runs)) if os.path.isdir(runs) else []
+    rows = [_read_json(os.path.join(runs, n)) for n in names if n.endswith(".json")]
     if not rows:
         raise ConfigError(f"study {exp_dir} has no finished runs yet (runs/*.json)")
     return rows
@@ -133,7 +136,7 @@ def report_study(exp_dir: str) -> str:
                     curves[key, "retrain"][st["request"] - 1].append(st["retrain"][key])
         methods = sorted({r["method"] for r in seq})
 
-        def by(key, names):
+        def by(key, names, curves=curves):  # bound now: called within this iteration only
             return {m: [curves[key, m][i] for i in sorted(curves[key, m])] for m in names}
 
         made = []
@@ -147,21 +150,23 @@ def report_study(exp_dir: str) -> str:
                                          title=f"{label.split(' (')[0]} per request vs retraining: {dataset} / {arch}",
                                          path=os.path.join(fig_dir, f"{tag}-{key}.png"),
                                          reference={"retrained from scratch": by(key, ["retrain"])["retrain"]}))
-        lines += [f"## {dataset} / {arch}", ""] + [f"![{os.path.basename(p)}](figures/{os.path.basename(p)})" for p in made] + [""]
+        lines += [f"## {dataset} / {arch}", ""]
+        lines += [f"![{os.path.basename(p)}](figures/{os.path.basename(p)})" for p in made] + [""]
         lines += ["| method | mode | requests | seeds | diverged | ToW (95 % CI) | ToW-MIA (95 % CI) | unlearn s | "
                   "retrain s | speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
         table = defaultdict(list)
         for r in rs:
             table[r["method"], r["mode"]].append(r)
         for (method, mode), runs in sorted(table.items()):
-            def ci(key):  # a diverged run scores 0 and counts in n (the run driver's rule)
+            def ci(key, runs=runs):  # a diverged run scores 0 and counts in n (the run driver's rule)
                 m, lo, hi = mean_ci([x["record"][key] for x in runs])
                 return f"{m:.4f} [{lo:.4f}, {hi:.4f}]"
             un = sum(x["record"]["unlearn_seconds"] for x in runs) / len(runs)
             re = sum(x["record"]["retrain_seconds"] for x in runs) / len(runs)
             diverged = sum(1 for x in runs if x["record"].get("diverged"))
-            lines.append(f"| {method} | {mode} | {runs[0]['record']['request_count']} | {len(runs)} | {diverged} | {ci('tow')} | "
-                         f"{ci('tow_mia')} | {un:.1f} | {re:.1f} | {re / un if un > 0 else float('inf'):.1f}× |")
+            speedup = re / un if un > 0 else float("inf")
+            lines.append(f"| {method} | {mode} | {runs[0]['record']['request_count']} | {len(runs)} | {diverged} | "
+                         f"{ci('tow')} | {ci('tow_mia')} | {un:.1f} | {re:.1f} | {speedup:.1f}× |")
         lines.append("")
     out = os.path.join(exp_dir, "report.md")
     with open(out, "w") as f:

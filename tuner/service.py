@@ -1,4 +1,5 @@
-"""The search itself: connect to Ray, prepare artifacts, run one Tuner per (dataset, arch), pick winners.
+"""The search itself: connect to Ray, prepare artifacts, run one Tuner per (dataset, arch), then hand its
+trials to the final runs (`tuner.final_runs`) and the outputs (`tuner.outputs`).
 
 Kept apart from the CLI (`tuner/search.py`) so tests can call `run_search(settings)` directly.
 """
@@ -9,14 +10,13 @@ import json
 import os
 import time
 
-import numpy as np
-
 from unlearn_core.errors import ConfigError
 
 from .files import write_json, write_text
-from .final_runs import objective_value, paired, rerun
-from .outputs import best_configs_markdown, pareto_front, trials_table
-from .settings import SearchSettings, check_experiment
+from .final_runs import finalize_pair
+from .outputs import best_configs_markdown, trials_table, write_outputs
+from .settings import ALL_PAPER_ROWS_FROM, GPU_SHARE, SearchSettings, check_experiment
+from .trial_schema import trial_row, trial_status
 
 # ASHA's clock is `progress`, percent of a trial's own schedule: rungs at 30 % and 90 % (early ToW says little,
 # since every config still sits near the original then), so schedules of different lengths meet at the same share.
@@ -72,14 +72,13 @@ def connect(s: SearchSettings) -> dict:
     """Join `--address` or start a local Ray (dashboard on localhost, token auth as Ray defaults it)."""
     import ray
 
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials use absolute paths; keep cwd for imports
     # Snapshot the experiment state at least every 10 s: a driver killed without warning loses (and --resume
     # re-runs) at most the trial results of the last few seconds.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
     # Short trials checkpoint every few seconds by design (a retried trial resumes at its last epoch); Tune's
     # "snapshotting triggered multiple times" warning would repeat after every epoch, so it is silenced.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # trials use absolute paths; keep cwd for imports
-    # Trials must import this project: ship the checkout's modules when it is not installed as a package.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if s.address:
         try:
             ctx = ray.init(address=s.address, log_to_driver=False)
@@ -107,7 +106,7 @@ def trial_resources(s: SearchSettings, res: dict) -> tuple[float, float, int]:
     gpus_total = res.get("GPU", 0)
     g = s.gpus_per_trial
     if g is None:
-        g = 0.25 if gpus_total else 0.0
+        g = GPU_SHARE if gpus_total else 0.0
     if g > 0 and not gpus_total:
         raise ConfigError(f"--gpus-per-trial {g} asks for GPUs, but the Ray cluster has none")
     c = s.cpus_per_trial
@@ -139,7 +138,7 @@ def run_search(s: SearchSettings) -> int:
     log(f"experiment: {s.exp_dir}\nOptuna study: optuna-dashboard {s.optuna_url}")
     specs = [s.spec(d, ar, seed) for d, ar in s.pairs for seed in [search_seed, *final_seeds]]
     prepare(specs, datasets, cpus=cpus, gpus=gpus, proxies=(s.proxy,) if s.needs_proxy else (),
-            requests=s.requests, selection=s.selection, log=log)
+            requests=s.requests, ranking_model=s.ranking_model, log=log)
 
     summary, all_trials = [], []
     for dataset, arch in s.pairs:
@@ -150,7 +149,7 @@ def run_search(s: SearchSettings) -> int:
             log(f"search interrupted; continue with: python -m tuner.search {s.algorithm} --name {s.name} "
                 f"--storage {s.storage} --resume")
             return 130
-        summary.append(finalize_pair(s, datasets[dataset], dataset, arch, rows, final_seeds, cpus, gpus))
+        summary.append(finalize_pair(s, datasets[dataset], dataset, arch, rows, final_seeds, cpus, gpus, log=log))
         write_outputs(s, summary)
     log("\n" + best_configs_markdown(summary))
     ray.shutdown()
@@ -180,7 +179,8 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
         metric, mode = ((["final_sel_tow", "final_sel_tow_mia"], ["max", "max"]) if s.objective == "both"
                         else (f"final_sel_{s.objective}", "max"))
         first = search_spaces.paper_config(s.algorithm, dataset, arch)
-        paper = [first] + ([c for c in space.paper_configs if c != first] if s.num_samples >= 16 else [])
+        rest = [c for c in space.paper_configs if c != first] if s.num_samples >= ALL_PAPER_ROWS_FROM else []
+        paper = [first] + rest
         extra = list(s.points)  # --points: evaluated before the paper's configs
         points = extra + [c for c in paper if c not in extra]
         searcher = OptunaSearch(
@@ -192,7 +192,7 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
             trainable,
             param_space={"spec": dataclasses.asdict(s.spec(dataset, arch, seed)), "space": space.name,
                          "algorithm": space.algorithm, "cpus_per_trial": cpus, "requests": s.requests,
-                         "selection": s.selection, "state_dir": f"{s.exp_dir}/trial-state",
+                         "ranking_model": s.ranking_model, "state_dir": f"{s.exp_dir}/trial-state",
                          "rungs": list(asha_rungs()), "mia_at_rungs": asha_metric(s.objective) == "sel_tow_mia"},
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
                                         # a trial's process serves the next trial: no new process, no new `import torch`
@@ -209,13 +209,10 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
     rows = []
     for r in rg:
         m = dict(r.metrics or {})
-        rows.append({"dataset": dataset, "arch": arch, "trial_id": m.get("trial_id", os.path.basename(r.path)),
-                     "status": trial_status(m, r.error is not None, interrupted),
-                     "prune_reason": m.get("prune_reason", "") or (str(r.error)[:200] if r.error else ""),
-                     **{k: m.get(k) for k in ("progress", "epoch", "request", "sel_tow", "sel_tow_mia",
-                                              "forget_acc", "retain_acc", "val_acc", "sel_mia", "unlearn_seconds",
-                                              "time_total_s", "node_id")},
-                     "params": json.dumps(search_spaces.to_config_params(space, r.config)) if r.config else "{}"})
+        params = json.dumps(search_spaces.to_config_params(space, r.config)) if r.config else "{}"
+        rows.append(trial_row(dataset, arch, m.get("trial_id", os.path.basename(r.path)),
+                              trial_status(m, r.error is not None, interrupted), m,
+                              str(r.error) if r.error else None, params))
     if not interrupted:
         remove_states(f"{s.exp_dir}/trial-state")  # no trial will be restored any more: free their weights
         close_study(optuna.load_study(study_name=study_name, storage=optuna_storage(s.optuna_url)), space, rows)
@@ -251,79 +248,3 @@ def remove_states(url: str) -> None:
     fs, path = fsspec.core.url_to_fs(url)
     if fs.exists(path):
         fs.rm(path, recursive=True)
-
-
-def trial_status(metrics: dict, errored: bool, interrupted: bool) -> str:
-    """error / pruned (diverged) / completed (ran its last epoch) / stopped (by ASHA) / unfinished (the search
-    was interrupted before it ended; --resume finishes it)."""
-    if errored:
-        return "error"
-    if metrics.get("pruned"):
-        return "pruned"
-    if metrics.get("final"):
-        return "completed"
-    return "unfinished" if interrupted else "stopped"
-
-
-def finalize_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, rows: list[dict], seeds: list[int],
-                  cpus: float, gpus: float) -> dict:
-    """Top-k completed trials + the paper's config, re-run on the fresh final seeds; winner by the lower 95 %
-    bound of the selection objective; the report view and the paired difference winner − paper published."""
-    import search_spaces
-
-    completed = [r for r in rows if r["status"] == "completed"]
-    tie = np.random.default_rng(s.sampler_seed).permutation(len(completed))  # ties: seeded order, never by id
-    completed = [completed[i] for i in sorted(range(len(completed)),
-                                              key=lambda i: (-objective_value(completed[i], s.objective), tie[i]))]
-    paper = search_spaces.to_config_params(s.algorithm, search_spaces.paper_config(s.algorithm, dataset, arch))
-    cands, seen = [{"label": "paper", "params": paper, "search": None}], [paper]
-    for r in completed:
-        if len(cands) > s.top_k:  # the paper's config plus the top-k distinct searched configs
-            break
-        p = json.loads(r["params"])
-        if p in seen:
-            continue
-        seen.append(p)
-        cands.append({"label": f"trial {r['trial_id']}", "params": p,
-                      "search": {"sel_tow": r["sel_tow"], "sel_tow_mia": r["sel_tow_mia"]}})
-    ranked = rerun(cands, s.spec(dataset, arch, seeds[0]), dataset_obj, seeds,
-                   algorithm=search_spaces.get_space(s.algorithm).algorithm, requests=s.requests,
-                   selection=s.selection, cpus=cpus, gpus=gpus, objective=s.objective, log=log)
-    paper_row = next(c for c in ranked if c["label"] == "paper")
-    searched = next((c for c in ranked if c["label"] != "paper"), None)
-    # A searched config is recommended only if it wins the rule (highest lower bound) *and* its selection mean
-    # is higher than the paper's: a narrower interval around a worse mean is not a better config.
-    beats = ranked[0] is searched and searched["objective"]["mean"] > paper_row["objective"]["mean"]
-    best = searched if beats else paper_row
-    versus = searched  # the searched config the paper is compared with
-    return {"dataset": dataset, "arch": arch, "algorithm": s.algorithm, "objective_name": s.objective,
-            "beats_paper": beats, "label": best["label"], "params": best["params"],
-            **{k: best[k] for k in ("sel_tow", "sel_tow_mia", "tow", "tow_mia", "objective", "seeds")},
-            "diverged_runs": best["diverged_runs"], "search_seed": s.search_seed, "trials_run": len(rows),
-            "trials": {st: sum(1 for r in rows if r["status"] == st) for st in ("completed", "stopped", "pruned", "error")},
-            "gpu_seconds": sum((r.get("time_total_s") or 0) for r in rows) * gpus,
-            "trial_seconds": sum((r.get("time_total_s") or 0) for r in rows),
-            "paper": paper_row, "compared": versus["label"] if versus else None,
-            "difference": ({k: paired(versus, paper_row, k) for k in ("tow", "tow_mia")} if versus else None),
-            "candidates": [{k: c[k] for k in ("label", "params", "sel_tow", "sel_tow_mia", "tow", "tow_mia",
-                                               "objective", "seeds", "search", "unlearn_seconds", "diverged_runs")}
-                           for c in ranked],
-            "pareto_front": [{k: r[k] for k in ("trial_id", "sel_tow", "sel_tow_mia", "params")}
-                             for r in pareto_front(completed, keys=("sel_tow", "sel_tow_mia"))]}
-
-
-def write_outputs(s: SearchSettings, summary: list[dict]) -> None:
-    import pandas as pd
-
-    clean = [{**x, "paper": {k: v for k, v in x["paper"].items() if k != "runs"}} for x in summary]
-    write_json(f"{s.exp_dir}/best_configs.json", clean, indent=1)  # per-seed records stay in final runs
-    write_text(f"{s.exp_dir}/best_configs.md", best_configs_markdown(summary))
-    flat = [{"dataset": x["dataset"], "arch": x["arch"], "algorithm": x["algorithm"], "objective": x["objective_name"],
-             "recommended": x["label"], "beats_paper": x["beats_paper"],
-             **{f"{k}{suffix}": x[k][stat] for k in ("sel_tow", "sel_tow_mia", "tow", "tow_mia")
-                for suffix, stat in (("", "mean"), ("_low", "low"), ("_high", "high"))},
-             "seeds": " ".join(map(str, x["seeds"])), "search_seed": x["search_seed"],
-             "diverged_runs": x["diverged_runs"], "params": json.dumps(x["params"])} for x in summary]
-    write_text(f"{s.exp_dir}/best_configs.csv", pd.DataFrame(flat).to_csv(index=False))
-    fronts = [{"dataset": x["dataset"], "arch": x["arch"], **p} for x in summary for p in x["pareto_front"]]
-    write_text(f"{s.exp_dir}/pareto_front.csv", pd.DataFrame(fronts).to_csv(index=False))

@@ -1,5 +1,9 @@
 """`SearchSettings`: the validated, frozen settings of one search (stored as search.json; --resume reads them back).
 
+The search CLI is made from it: every field with `flag(...)` metadata is a `python -m tuner.search` option with
+the field's default and help (`tuner.search.build_parser`), and the experiment fields' defaults feed
+`unlearn_core.cli_args.add_experiment_args`, so no default is written twice.
+
 Everything that can be checked before Ray starts and before any folder is created is checked here: names,
 counts, sizes against the dataset, the storage path being writable, the Ray address answering, the --points
 file fitting the space. A bad value is one `ConfigError` line.
@@ -11,50 +15,105 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from unlearn_core.errors import ConfigError
 from unlearn_core.spec import ExperimentSpec
 
 DEFAULT_STORAGE = "runs"
+SEARCH_OBJECTIVES = ("tow", "tow_mia", "both")
+GPU_SHARE = 0.25             # GPU fraction of a trial (or a study's task) when the cluster has GPUs: 4 share one
+ALL_PAPER_ROWS_FROM = 16     # with at least this many trials, every paper row of the space is tried first
+PAPER_FINAL_SEEDS = 5        # the paper's seeds per config
+FINAL_SEEDS = {"digits": 3}  # fewer where every dataset is small: what fits the default search's 3-minute budget
+
+
+def flag(group: str, help: str, **argparse_kw) -> dict:
+    """Field metadata: the setting is the search CLI's `--NAME` (the field's name, dashes for underscores), in
+    --help's `group`, with the field's default. `argparse_kw` go to `add_argument`, but for two: `default`
+    replaces the field's where the flag's value is not the setting's own (a count of seeds, a file of points),
+    and `shown` is what --help says the default is where the value alone does not tell."""
+    return {"cli": {"group": group, "help": help, **argparse_kw}}
+
+
+def default_final_seeds(datasets) -> int:
+    """How many fresh seeds the finals use: the paper's 5, or FINAL_SEEDS' when every dataset has fewer there."""
+    return max(FINAL_SEEDS.get(d, PAPER_FINAL_SEEDS) for d in datasets)
+
+
+def final_seeds_rule() -> str:
+    """`default_final_seeds` in words, for --help: '3 when every dataset is digits, else 5 as the paper'."""
+    fewer = "; ".join(f"{n} when every dataset is {d}" for d, n in FINAL_SEEDS.items())
+    return f"{fewer}, else {PAPER_FINAL_SEEDS} as the paper"
+
+
+def fresh_seeds(search_seed: int, n: int) -> tuple[int, ...]:
+    """n seeds other than the search seed (0, 1, 2, ... skipping it): finals never repeat a search run."""
+    return tuple(x for x in range(n + 1) if x != search_seed)[:n]
+
+
+RESOURCES = "resources and cluster"
 
 
 @dataclass(frozen=True)
 class SearchSettings:
     algorithm: str                       # a search space name (scrub, neggrad_plus, rum_scrub, ...)
-    datasets: tuple[str, ...]
-    archs: tuple[str, ...]
-    exp_dir: str                          # STORAGE/NAME: every output of the search
-    store: str                            # artifact store (originals, retrains, proxies)
+    exp_dir: str                         # STORAGE/NAME: every output of the search
+    store: str                           # artifact store (originals, retrains, proxies)
     optuna_url: str
+    # The experiment (unlearn_core.cli_args' flags): the spec's defaults but for the forget set, the paper's
+    # memorization mix (a random set is so easy that every config scores about the same), and the model that
+    # ranks requests 2..k: the retrained one, so every config sees the same sets and retrains.
+    datasets: tuple[str, ...] = (ExperimentSpec.dataset,)
+    archs: tuple[str, ...] = (ExperimentSpec.arch,)
     width: Optional[float] = None
     data_dir: Optional[str] = None
-    split_seed: int = 1
+    split_seed: int = ExperimentSpec.split_seed
     train_epochs: Optional[int] = None
     forget: str = "mix"
     forget_size: Optional[int] = None
-    forget_classes: tuple[int, ...] = (0,)
-    proxy: str = "confidence"
+    forget_classes: tuple[int, ...] = ExperimentSpec.forget_classes
+    proxy: str = ExperimentSpec.proxy
     requests: int = 1
-    selection: str = "retrain"
+    ranking_model: str = "retrain"
     device: Optional[str] = None
-    objective: str = "both"
-    num_samples: int = 16
-    gpus_per_trial: Optional[float] = None
-    cpus_per_trial: float = 1.0
-    max_concurrent: Optional[int] = None
-    search_seed: int = 0                  # the model seed every trial uses
-    final_seeds: tuple[int, ...] = (1, 2, 3)  # fresh seeds of the final re-runs, never the search seed
-    top_k: int = 2
-    sampler_seed: int = 0
-    max_failures: int = 2
-    address: Optional[str] = None
-    local_gpus: Optional[float] = None
-    no_dashboard: bool = False
-    storage: str = DEFAULT_STORAGE
-    points: tuple = ()                    # --points: configs to try first (kept here: --resume needs no file)
-    resume: bool = False
+    # The search
+    objective: str = field(default="both", metadata=flag(
+        "search", "maximize ToW, ToW-MIA, or both (multi-objective, Pareto front)", choices=SEARCH_OBJECTIVES))
+    num_samples: int = field(default=16, metadata=flag(
+        "search", f"trials per (dataset, arch); from {ALL_PAPER_ROWS_FROM} on, every paper row is tried first"))
+    search_seed: int = field(default=ExperimentSpec.seed, metadata=flag(  # the model seed every trial uses
+        "search", "model seed of every search trial (original, retrain, forget set, unlearning)"))
+    final_seeds: tuple[int, ...] = field(  # fresh seeds of the final re-runs, never the search seed
+        default=fresh_seeds(ExperimentSpec.seed, default_final_seeds(datasets)), metadata=flag(
+            "search", "fresh seeds each finalist and the paper's config are re-run on, never the search seed",
+            type=int, metavar="N", default=None, shown=final_seeds_rule()))
+    top_k: int = field(default=2, metadata=flag("search", "finalists per (dataset, arch), besides the paper's config"))
+    sampler_seed: int = field(default=0, metadata=flag("search", "seed of the Optuna sampler"))
+    points: tuple = field(default=(), metadata=flag(  # --points' configs, kept here: --resume needs no file
+        "search", "extra configs to evaluate first: a JSON list of points in the space's suggested names, "
+                  "e.g. [{\"lr\": 0.01, \"epochs\": 3, ...}] (tried before the paper's config)",
+        default=None, metavar="FILE.json", shown="none"))
+    # Resources and cluster
+    gpus_per_trial: Optional[float] = field(default=None, metadata=flag(
+        RESOURCES, f"GPU fraction per trial, e.g. {GPU_SHARE} = {round(1 / GPU_SHARE)} trials share a GPU",
+        type=float, shown=f"{GPU_SHARE} if the cluster has GPUs, else 0"))
+    cpus_per_trial: float = field(default=1.0, metadata=flag(RESOURCES, "CPUs per trial"))
+    max_concurrent: Optional[int] = field(default=None, metadata=flag(
+        RESOURCES, "most trials running at once", type=int, shown="what the cluster's CPUs/GPUs allow"))
+    address: Optional[str] = field(default=None, metadata=flag(
+        RESOURCES, "Ray cluster to join: auto or HOST:PORT", shown="a new local Ray"))
+    local_gpus: Optional[float] = field(default=None, metadata=flag(
+        RESOURCES, "logical GPUs of the local Ray started without --address; lets fractional-GPU scheduling be "
+                   "tried on a CPU-only machine", type=float, shown="detected"))
+    no_dashboard: bool = field(default=False, metadata=flag(
+        RESOURCES, "do not start the Ray dashboard (local Ray only)"))
+    max_failures: int = field(default=2, metadata=flag(RESOURCES, "retries of a failed trial (from its saved state)"))
+    # Outputs
+    storage: str = field(default=DEFAULT_STORAGE, metadata=flag(
+        "outputs", "experiment root: a folder or a URI (s3://, gs://, an NFS path)"))
+    resume: bool = field(default=False, metadata=flag("outputs", "continue the interrupted experiment --name"))
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -80,19 +139,22 @@ class SearchSettings:
 
     @classmethod
     def from_json(cls, d: dict) -> "SearchSettings":
+        """Settings from search.json; one written before `selection` was called `ranking_model` reads too."""
         known = {f.name for f in dataclasses.fields(cls)}
         tuples = {"datasets", "archs", "forget_classes", "final_seeds", "points"}
+        d = {("ranking_model" if k == "selection" else k): v for k, v in d.items()}
         return cls(**{k: (tuple(v) if k in tuples else v) for k, v in d.items() if k in known})
 
 
-def default_final_seeds(datasets) -> int:
-    """The paper's 5 seeds on CIFAR; 3 on the embedded default (what fits its 3-minute budget)."""
-    return 3 if all(d == "digits" for d in datasets) else 5
+def defaults() -> dict:
+    """Field name → default, for every field that has one."""
+    return {f.name: f.default for f in dataclasses.fields(SearchSettings) if f.default is not dataclasses.MISSING}
 
 
-def fresh_seeds(search_seed: int, n: int) -> tuple[int, ...]:
-    """n seeds other than the search seed (0, 1, 2, ... skipping it): finals never repeat a search run."""
-    return tuple(x for x in range(n + 1) if x != search_seed)[:n]
+def experiment_defaults() -> dict:
+    """The defaults of `add_experiment_args`' flags in a search (flag dest → value)."""
+    d = defaults()
+    return {**d, "dataset": list(d["datasets"]), "arch": list(d["archs"]), "forget_classes": None}
 
 
 def check_address(address: str) -> None:
@@ -178,7 +240,7 @@ def check_experiment(s: SearchSettings, datasets: dict) -> None:
                               "(a local Ray; --local-gpus N declares logical ones)")
     for dataset, arch in s.pairs:
         spec = s.spec(dataset, arch, s.search_seed)
-        m = check(spec, space.algorithm, params, requests=s.requests, selection=s.selection)
+        m = check(spec, space.algorithm, params, requests=s.requests, ranking_model=s.ranking_model)
         check_sizes(spec, len(datasets[dataset].train), datasets[dataset].train.y, m, s.requests)
         check_proxy(spec.proxy, datasets[dataset])  # scores:FILE: one score per official training example
 
@@ -219,15 +281,11 @@ def from_args(a) -> SearchSettings:
     else:
         raise ConfigError("with a remote --storage give --optuna-storage too (e.g. postgresql://... or "
                           "sqlite:////nfs/path/optuna.db): SQLite cannot live in an object store")
-    return SearchSettings(
-        algorithm=a.algorithm, datasets=tuple(a.dataset), archs=tuple(a.arch), exp_dir=exp_dir,
-        store=a.store or f"{root}/artifacts", optuna_url=optuna_url, width=a.width, data_dir=a.data_dir,
-        split_seed=a.split_seed, train_epochs=a.train_epochs, forget=a.forget, forget_size=a.forget_size,
-        forget_classes=tuple(a.forget_classes) if a.forget_classes is not None else (0,), proxy=a.proxy,
-        requests=a.requests, selection=a.selection or "retrain", device=a.device, objective=a.objective,
-        num_samples=a.num_samples, gpus_per_trial=a.gpus_per_trial, cpus_per_trial=float(a.cpus_per_trial),
-        max_concurrent=a.max_concurrent, search_seed=a.search_seed,
-        final_seeds=fresh_seeds(a.search_seed, a.final_seeds or default_final_seeds(a.dataset)),
-        top_k=a.top_k, sampler_seed=a.sampler_seed, max_failures=a.max_failures, address=a.address,
-        local_gpus=a.local_gpus, no_dashboard=a.no_dashboard, storage=a.storage,
-        points=load_points(a.points, a.algorithm) if a.points else ())
+    # Flags named as their setting carry over as they are; the rest are resolved here.
+    same = {f.name: getattr(a, f.name) for f in dataclasses.fields(SearchSettings) if hasattr(a, f.name)}
+    return SearchSettings(**{
+        **same, "datasets": tuple(a.dataset), "archs": tuple(a.arch), "exp_dir": exp_dir, "optuna_url": optuna_url,
+        "store": a.store or f"{root}/artifacts", "cpus_per_trial": float(a.cpus_per_trial),
+        "forget_classes": tuple(a.forget_classes) if a.forget_classes is not None else defaults()["forget_classes"],
+        "final_seeds": fresh_seeds(a.search_seed, a.final_seeds or default_final_seeds(a.dataset)),
+        "points": load_points(a.points, a.algorithm) if a.points else ()})

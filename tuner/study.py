@@ -5,15 +5,17 @@ every method of the same seed); each finished cell is written to `runs/<cell>.js
 command with `--name` resumes and only runs what is missing. The study ends with `tuner.report`'s figures
 and table.
 
-Methods, per forget-set proxy: vanilla SCRUB / NegGrad+ and RUM built on either (three memorization subsets,
-low → mid → high). Beyond the paper (its §6.3 future work): every vanilla method also runs **one-shot** —
-forgetting the union of the k requests in a single step, against the same retrained model as request k — so
-one-shot and sequential sit side by side; `--forget class` makes each request a whole class; and every table
-carries the unlearning speed-up over retraining.
+Methods, per forget-set proxy: each flat search space's algorithm run alone (vanilla SCRUB, NegGrad+, ...) and
+RUM built on one where its `rum_<base>` space is registered (three memorization subsets, low → mid → high);
+`method_names()` reads them from the registry, the presets say which run. Beyond the paper (its §6.3 future
+work): every vanilla method also runs **one-shot** — forgetting the union of the k requests in a single step,
+against the same retrained model as request k — so one-shot and sequential sit side by side; `--forget class`
+makes each request a whole class; and every table carries the unlearning speed-up over retraining.
 
 Presets: `paper` is the paper's grid (Tables C.1–C.4: CIFAR-10/100 × ResNet-18/VGG-16-bn, 5 seeds, 5 requests
 of 3,000 by the mix of each of the five proxies, the paper's configs — what the paper ran, see
-`search_spaces`); `smoke` is a digits-sized version that runs in CI in a few minutes.
+`search_spaces`); `smoke` is a digits-sized version that runs in CI in a few minutes. The experiment flags are
+`unlearn_core.cli_args`' own; those a preset sets (OVERRIDES) default to the preset's value.
 
 The `paper` preset's hold-out proxy is `holdout_test`, fine-tuned on the test split as the paper (RUM's
 `ho_ret`) did, because the validation variant ranks examples differently (Spearman 0.61) and would not
@@ -33,19 +35,47 @@ from unlearn_core.errors import ConfigError, UnlearnError
 
 PAPER_PROXIES = ("confidence", "max_conf", "entropy", "bin_acc", "holdout_test")  # test-split hold-out, as the paper
 
+# None: what a single run would use (the dataset's width, recipe and forget-set size).
 PRESETS = {
     "paper": {"datasets": ["cifar10", "cifar100"], "archs": ["resnet18", "vgg16_bn"], "seeds": [0, 1, 2, 3, 4],
               "requests": 5, "forget": "mix", "proxies": list(PAPER_PROXIES), "width": None, "train_epochs": None,
-              "forget_size": None, "epochs_scale": None},
+              "forget_size": None, "epochs_scale": None, "forget_classes": tuple(range(10)),
+              "ranking_model": "current", "methods": ["scrub", "neggrad_plus", "rum_scrub", "rum_neggrad_plus"]},
     # digits, two seeds so intervals exist, two requests, one proxy, vanilla and RUM; short runs so CI stays fast
     "smoke": {"datasets": ["digits"], "archs": ["resnet18"], "seeds": [0, 1], "requests": 2, "forget": "mix",
               "proxies": ["confidence"], "width": 0.125, "train_epochs": 3, "forget_size": 60, "epochs_scale": 0.3,
+              "forget_classes": tuple(range(10)), "ranking_model": "current",
               "methods": ["scrub", "neggrad_plus", "rum_neggrad_plus"]},
 }
-BASES = ("scrub", "neggrad_plus")
+DEFAULT_PRESET = "smoke"
+# Flags that override a preset's value (flag dest → preset key); their default None means "the preset's".
+OVERRIDES = {"dataset": "datasets", "arch": "archs", "seeds": "seeds", "requests": "requests", "forget": "forget",
+             "forget_classes": "forget_classes", "forget_size": "forget_size", "proxies": "proxies",
+             "methods": "methods", "width": "width", "train_epochs": "train_epochs", "ranking_model": "ranking_model"}
 
 
-def method_params(base: str, rum: bool, dataset: str, arch: str, configs: Optional[list], scale: Optional[float]) -> dict:
+def method_names() -> list[str]:
+    """The study's methods, from the registered spaces: every flat space run alone, and RUM built on one of
+    them where its space is registered (`rum_<base>`)."""
+    import search_spaces
+
+    names = search_spaces.space_names()
+    flat = [n for n in names if search_spaces.get_space(n).kind == "flat"]
+    return flat + [n for n in names if n.startswith("rum_") and n[len("rum_"):] in flat]
+
+
+def preset_text(key: str) -> str:
+    """What --help says a preset override defaults to: 'the preset's: paper: cifar10 cifar100; smoke: digits'."""
+    from unlearn_core.cli_args import shown
+
+    def value(v) -> str:
+        return "the dataset's" if v is None else shown(v)
+
+    return "the preset's: " + "; ".join(f"{name}: {value(p[key])}" for name, p in sorted(PRESETS.items()))
+
+
+def method_params(base: str, rum: bool, dataset: str, arch: str, configs: Optional[list],
+                  scale: Optional[float]) -> dict:
     """The config of one method: from a search's best_configs.json when given, else the paper's."""
     import search_spaces
 
@@ -88,7 +118,8 @@ class Cell:
         return f"{self.dataset}-{self.arch}-{'rum_' if self.rum else ''}{self.base}-{px}-{mode}-seed{self.seed}"
 
 
-def _run_cell(cell: Cell, spec, dataset_obj, params: dict, requests: int, cpus: float) -> list[dict]:
+def _run_cell(cell: Cell, spec, dataset_obj, params: dict, requests: int, ranking_model: str,
+              cpus: float) -> list[dict]:
     """The sequential run of one cell (and, for vanilla methods, its one-shot twin), through the run driver."""
     import numpy as np
 
@@ -101,7 +132,7 @@ def _run_cell(cell: Cell, spec, dataset_obj, params: dict, requests: int, cpus: 
     sets = []
     algorithm = "rum" if cell.rum else cell.base
     p = {**params, "proxy": cell.proxy} if cell.rum else params
-    rec = start(spec, algorithm, p, ws, requests=requests,
+    rec = start(spec, algorithm, p, ws, requests=requests, ranking_model=ranking_model,
                 on_request=lambda r, model, req: sets.append(np.asarray(req.forget_ids))).run()
     out = [{"mode": "sequential", "record": rec}]
     if not cell.rum and len(sets) == requests and requests > 1:
@@ -112,75 +143,79 @@ def _run_cell(cell: Cell, spec, dataset_obj, params: dict, requests: int, cpus: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from unlearn_core.cli_args import int_list
-    from unlearn_core.spec import FORGET_KINDS
+    from unlearn_core.cli_args import Parser, add_experiment_args, add_flag
 
-    p = argparse.ArgumentParser(prog="python -m tuner.study",
-                                description="Run a grid of unlearning methods over sequential deletion requests "
-                                            "as Ray tasks, then write the report (figures + tables).")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="smoke",
-                   help="paper: the paper's grid (CIFAR-10/100 × ResNet-18/VGG-16-bn, 5 seeds, 5 requests, 5 proxies); "
-                        "smoke: a digits-sized version for CI (default)")
-    p.add_argument("--configs", default=None,
-                   help="best_configs.json of a search: its winners replace the paper's configs where they match")
-    p.add_argument("--dataset", nargs="+", default=None, help="override the preset's datasets")
-    p.add_argument("--arch", nargs="+", default=None, help="override the preset's architectures")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
-    p.add_argument("--requests", type=int, default=None, help="override the number of sequential deletion requests")
-    p.add_argument("--proxies", nargs="+", default=None, metavar="PROXY",
-                   help="override the proxies (RUM and the mix): proxy names or scores:FILE (a .npy/.npz of true "
-                        "memorization scores in the official training order)")
-    p.add_argument("--methods", nargs="+", default=None,
-                   help="subset of: scrub neggrad_plus rum_scrub rum_neggrad_plus (default: all four)")
-    p.add_argument("--forget", choices=FORGET_KINDS, default=None,
-                   help="forget-set kind of each request (class: one whole class per request)")
-    p.add_argument("--forget-classes", type=int_list, default=tuple(range(10)), metavar="C[,C...]",
-                   help="classes for --forget class, one per request, in order (default 0,...,9)")
-    p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
-    p.add_argument("--storage", default="runs", help="root folder of studies (default ./runs)")
-    p.add_argument("--store", default=None, help="artifact store (default STORAGE/artifacts, shared with searches)")
-    p.add_argument("--name", default=None, help="study name (default study-<preset>-<date>); an existing one resumes")
-    p.add_argument("--address", default=None, help="Ray cluster to join (auto or HOST:PORT); default a local Ray")
-    p.add_argument("--cpus-per-task", type=float, default=1, help="CPUs per cell task (default 1)")
-    p.add_argument("--gpus-per-task", type=float, default=None,
-                   help="GPU fraction per cell task (default 0.25 with GPUs, else 0)")
+    from .settings import DEFAULT_STORAGE, GPU_SHARE
+
+    p = Parser(prog="python -m tuner.study",
+               description="Run a grid of unlearning methods over sequential deletion requests as Ray tasks, then "
+                           "write the report (figures + tables).")
+    add_flag(p, "--preset", "paper: the paper's grid (Tables C.1-C.4); smoke: a digits-sized version for CI; the "
+                            "flags below override a preset's values", DEFAULT_PRESET, choices=sorted(PRESETS))
+    add_flag(p, "--configs", "best_configs.json of a search: its winners replace the paper's configs where they "
+                             "match", said="the paper's configs")
+    # The experiment flags as everywhere; those a preset sets default to the preset's (None), --proxies below.
+    add_experiment_args(p, {**{dest: None for dest in OVERRIDES}, "store": None}, several=True, omit=("proxy",),
+                        texts={**{dest: preset_text(key) for dest, key in OVERRIDES.items()},
+                               "store": "STORAGE/artifacts, shared with searches"})
+    g = p.add_argument_group("study")
+    add_flag(g, "--seeds", "model seeds", said=preset_text("seeds"), type=int, nargs="+")
+    add_flag(g, "--proxies", "memorization proxies of RUM and the mix, one setting each: proxy names or scores:FILE "
+                             "(a .npy/.npz of true memorization scores in the official training order)",
+             said=preset_text("proxies"), nargs="+", metavar="PROXY")
+    add_flag(g, "--methods", f"methods, of: {' '.join(method_names())}", said=preset_text("methods"), nargs="+",
+             choices=method_names(), metavar="METHOD")
+    g = p.add_argument_group("outputs and resources")
+    add_flag(g, "--storage", "root folder of studies", DEFAULT_STORAGE)
+    add_flag(g, "--name", "study name; an existing one resumes", said="study-<preset>-<date>")
+    add_flag(g, "--address", "Ray cluster to join (auto or HOST:PORT)", said="a new local Ray")
+    add_flag(g, "--cpus-per-task", "CPUs per cell task", 1.0, type=float)
+    add_flag(g, "--gpus-per-task", "GPU fraction per cell task", said=f"{GPU_SHARE} with GPUs, else 0", type=float)
     return p
 
 
+def resolve(a, preset: dict) -> dict:
+    """The study's settings: each override flag's value, else the preset's."""
+    return {key: (getattr(a, dest) if getattr(a, dest) is not None else preset.get(key))
+            for dest, key in OVERRIDES.items()}
+
+
 def plan_cells(a, preset: dict) -> tuple[list[Cell], dict]:
+    """The study's cells and settings (each override flag's value, else the preset's), checked before Ray starts:
+    a bad name is one ConfigError line."""
+    from types import SimpleNamespace
+
+    from unlearn_core.cli_args import check_forget_args
     from unlearn_core.data import dataset_names
     from unlearn_core.models import model_names
     from unlearn_core.proxies import absolute_proxy, check_proxy
 
-    datasets = a.dataset or preset["datasets"]
-    archs = a.arch or preset["archs"]
-    for d in datasets:
+    settings = resolve(a, preset)
+    for d in settings["datasets"]:
         if d not in dataset_names():
             raise ConfigError(f"unknown dataset {d!r}; valid: {', '.join(dataset_names())}")
-    for x in archs:
+    for x in settings["archs"]:
         if x not in model_names():
             raise ConfigError(f"unknown architecture {x!r}; valid: {', '.join(model_names())}")
-    proxies = [absolute_proxy(px) for px in (a.proxies or preset["proxies"])]
+    settings["proxies"] = proxies = [absolute_proxy(px) for px in settings["proxies"]]
     for px in proxies:
         check_proxy(px)  # one ConfigError line (main prints it)
-    methods = a.methods or preset.get("methods") or ["scrub", "neggrad_plus", "rum_scrub", "rum_neggrad_plus"]
-    valid = {"scrub", "neggrad_plus", "rum_scrub", "rum_neggrad_plus"}
-    bad = [m for m in methods if m not in valid]
+    bad = [m for m in settings["methods"] if m not in method_names()]
     if bad:
-        raise ConfigError(f"unknown method(s) {', '.join(bad)}; valid: {', '.join(sorted(valid))}")
-    forget = a.forget or preset["forget"]
+        raise ConfigError(f"unknown method(s) {', '.join(bad)}; valid: {', '.join(method_names())}")
+    # the flags as given (a preset's forget-set size is no user's --forget-size), against the forget set that runs
+    check_forget_args(SimpleNamespace(forget=settings["forget"], forget_classes=a.forget_classes,
+                                      forget_size=a.forget_size, requests=settings["requests"]))
     cells = []
-    for d in datasets:
-        for x in archs:
-            for s in (a.seeds or preset["seeds"]):
-                for m in methods:
+    for d in settings["datasets"]:
+        for x in settings["archs"]:
+            for s in settings["seeds"]:
+                for m in settings["methods"]:
                     rum = m.startswith("rum_")
-                    base = m[4:] if rum else m
+                    base = m[len("rum_"):] if rum else m
                     # forget sets come from a proxy's mix: each proxy is its own setting; random/class: one
-                    for px in (proxies if (forget == "mix" or rum) else [None]):
+                    for px in (proxies if (settings["forget"] == "mix" or rum) else [None]):
                         cells.append(Cell(d, x, s, base, rum, px or ""))
-    settings = {"datasets": datasets, "archs": archs, "seeds": a.seeds or preset["seeds"],
-                "requests": a.requests or preset["requests"], "forget": forget, "proxies": proxies, "methods": methods}
     return cells, settings
 
 
@@ -196,6 +231,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run_study(a) -> int:
     import ray
 
+    import search_spaces
+    from unlearn_core.cli_args import check_device
     from unlearn_core.data import load_dataset
     from unlearn_core.environment import environment
     from unlearn_core.proxies import check_proxy
@@ -204,7 +241,7 @@ def run_study(a) -> int:
     from .files import write_json
     from .progress import as_completed
     from .report import make_report
-    from .settings import check_address
+    from .settings import GPU_SHARE, check_address
 
     preset = PRESETS[a.preset]
     configs = None
@@ -215,30 +252,27 @@ def run_study(a) -> int:
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"--configs: cannot read {a.configs} ({e})") from None
         for c in configs:
-            if not str(c.get("algorithm", "")) in ("scrub", "neggrad_plus", "rum_scrub", "rum_neggrad_plus", "rum"):
+            if str(c.get("algorithm", "")) not in search_spaces.space_names():
                 raise ConfigError(f"--configs: unknown algorithm {c.get('algorithm')!r} in {a.configs}")
     cells, settings = plan_cells(a, preset)
     requests = settings["requests"]
-    if requests < 1:
-        raise ConfigError(f"--requests must be >= 1, got {requests}")
+    check_device(a.device)
     if a.address:
         check_address(a.address)
     root = os.path.abspath(a.storage)
     name = a.name or f"study-{a.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = os.path.join(root, name)
     store = a.store or os.path.join(root, "artifacts")
-    split_seed = ExperimentSpec().split_seed
-    datasets = {d: load_dataset(d, a.data_dir, split_seed) for d in settings["datasets"]}  # missing data fails here
+    datasets = {d: load_dataset(d, a.data_dir, a.split_seed, download=a.download)  # missing data fails here
+                for d in settings["datasets"]}
     for px in settings["proxies"]:
         for d in datasets.values():
             check_proxy(px, d)  # a scores file: one score per example of each dataset's official training set
-    classes = tuple(a.forget_classes)
-
     def spec_of(c: Cell) -> ExperimentSpec:
-        return ExperimentSpec(dataset=c.dataset, arch=c.arch, width=preset["width"], seed=c.seed,
-                              forget=settings["forget"], forget_size=preset["forget_size"], forget_classes=classes,
-                              proxy=c.proxy or "confidence", data_dir=a.data_dir, store=store,
-                              train_epochs=preset["train_epochs"])
+        return ExperimentSpec(dataset=c.dataset, arch=c.arch, width=settings["width"], seed=c.seed,
+                              split_seed=a.split_seed, forget=settings["forget"], forget_size=settings["forget_size"],
+                              forget_classes=tuple(settings["forget_classes"]), proxy=c.proxy or "confidence",
+                              data_dir=a.data_dir, store=store, device=a.device, train_epochs=settings["train_epochs"])
 
     # Every parameter set is checked before Ray starts: a bad config is one line, not a failed task.
     params = {c: method_params(c.base, c.rum, c.dataset, c.arch, configs, preset["epochs_scale"]) for c in cells}
@@ -246,7 +280,9 @@ def run_study(a) -> int:
     print(f"study {exp}: {len(cells)} cells, {len(cells) - len(todo)} already done", flush=True)
     if todo:  # a finished study only rewrites its report: no Ray
         ray.init(address=a.address or "local", include_dashboard=False, log_to_driver=False)
-        gpus = a.gpus_per_task if a.gpus_per_task is not None else (0.25 if ray.cluster_resources().get("GPU") else 0)
+        gpus = a.gpus_per_task
+        if gpus is None:
+            gpus = GPU_SHARE if ray.cluster_resources().get("GPU") else 0
         os.makedirs(os.path.join(exp, "runs"), exist_ok=True)
         if not os.path.exists(os.path.join(exp, "study.json")):
             write_json(os.path.join(exp, "study.json"),
@@ -254,8 +290,8 @@ def run_study(a) -> int:
                         "env": environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1)
         task = ray.remote(_run_cell).options(num_cpus=a.cpus_per_task, num_gpus=gpus, max_retries=2)
         data_refs = {name: ray.put(d) for name, d in datasets.items()}  # one object-store copy per dataset
-        jobs = {task.remote(c, spec_of(c), data_refs[c.dataset], params[c], requests, a.cpus_per_task): c
-                for c in todo}
+        jobs = {task.remote(c, spec_of(c), data_refs[c.dataset], params[c], requests, settings["ranking_model"],
+                            a.cpus_per_task): c for c in todo}
         done = 0
         for c, outs in as_completed(jobs):
             for out in outs:

@@ -8,8 +8,9 @@ Early stopping judges like with like: ASHA's clock is `progress` (percent of the
 row is reported only when its unlearner is `settled` — SCRUB after its max phase, RUM and sequential runs at
 request ends — so a paper-shaped SCRUB run is never compared while it is still forgetting. Optuna is told
 `final_sel_*`: NaN until the run's last row, so a trial ASHA stops never reaches the sampler with early values
-(the service marks it PRUNED). A diverging run ends as a finished trial with `pruned = 1`, its reason in
-`prune_reason` and objectives of 0 — never an ERROR that would cost the search a trial slot.
+(the service marks it PRUNED). A diverging run ends as a finished trial with `diverged = 1`, its reason in
+`reason` and objectives of 0 — never an ERROR that would cost the search a trial slot. What a trial reports is
+`tuner.trial_schema`'s.
 """
 from __future__ import annotations
 
@@ -25,10 +26,8 @@ from unlearn_core.run import start
 from unlearn_core.spec import ExperimentSpec
 from unlearn_core.workspace import Workspace
 
+from .trial_schema import trial_metrics
 from .trial_state import TrialState
-
-REPORT_KEYS = ("progress", "epoch", "request", "sel_tow", "sel_tow_mia", "request_sel_tow", "request_sel_tow_mia",
-               "forget_acc", "retain_acc", "val_acc", "sel_mia", "unlearn_seconds", "final")
 
 
 class Evaluations:
@@ -48,7 +47,7 @@ class Evaluations:
 
 def run_trial(config: dict, dataset: Optional[Dataset] = None) -> None:
     """Trainable for `tune.with_parameters(run_trial, dataset=...)`; config = space params + `spec` and the run's
-    settings (`algorithm`, `space`, `requests`, `selection`, `cpus_per_trial`, `state_dir`, `rungs`,
+    settings (`algorithm`, `space`, `requests`, `ranking_model`, `cpus_per_trial`, `state_dir`, `rungs`,
     `mia_at_rungs`)."""
     use_cpus(config["cpus_per_trial"])
     spec = ExperimentSpec(**config["spec"])
@@ -64,15 +63,13 @@ def run_trial(config: dict, dataset: Optional[Dataset] = None) -> None:
     policy = Evaluations(config["rungs"], config["mia_at_rungs"], per_epoch=requests == 1 and algorithm != "rum",
                          last_progress=saved["row"]["progress"] if saved else 0.0)
     run = start(spec, algorithm, to_config_params(config["space"], config), Workspace(spec, dataset),
-                requests=requests, selection=config["selection"], views=("selection",), evaluate=policy)
+                requests=requests, ranking_model=config["ranking_model"], views=("selection",), evaluate=policy)
     if saved is not None:
         run.load_state_dict(saved["run"])
     node = ray.get_runtime_context().get_node_id()
     for row in run.epochs():
         if "sel_tow" not in row:
             continue
-        metrics = {**{k: row[k] for k in REPORT_KEYS if k in row},
-                   "pruned": int(bool(row["diverged"])), "prune_reason": row["diverged"], "node_id": node,
-                   **{f"final_{k}": row[k] if row["final"] else float("nan") for k in ("sel_tow", "sel_tow_mia")}}
+        metrics = trial_metrics(row, node)
         state.save(None if run.done else run.state_dict(), metrics)  # before the report that needs it
         tune.report(metrics)

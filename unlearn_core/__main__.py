@@ -18,7 +18,7 @@ import dataclasses
 import sys
 from typing import Any, Optional, Sequence
 
-from .cli_args import add_experiment_args, check_device, spec_from_args
+from .cli_args import Parser, add_experiment_args, check_device, spec_from_args
 from .data import load_dataset
 from .environment import use_cpus
 from .errors import ConfigError, UnlearnError
@@ -29,13 +29,6 @@ from .unlearning import ALGORITHMS
 from .workspace import Workspace
 
 PROG = "python -m unlearn_core"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage block), like every other error of this CLI; exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
 def _algorithm_help() -> str:
@@ -58,14 +51,14 @@ def _hyperparameter_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog=PROG,
         description="Machine unlearning in plain PyTorch: run one experiment (train the original, retrain "
                     "from scratch without the forget set, unlearn it, and score the result with ToW and "
                     "ToW-MIA). For hyperparameter searches on Ray use `python -m tuner.search`.",
         epilog=f"`{PROG} run --help` lists the options of an experiment.",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     r = sub.add_parser(
         "run", help="run one unlearning experiment and print its result record",
         description="Run one unlearning experiment: original → forget set → retrain → unlearn → metrics. "

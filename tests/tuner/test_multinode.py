@@ -131,7 +131,7 @@ def check_nothing_lost(exp: Path, same_values: bool = True) -> pd.DataFrame:
     allowed only as the closed phantom of a driver killed between Optuna's ask and Tune's next snapshot."""
     df = pd.read_csv(exp / "trials.csv")
     assert len(df) == NUM_SAMPLES and df["trial_id"].is_unique, df.to_string()
-    assert set(df["status"]) <= {"completed", "stopped", "pruned"}, df[["trial_id", "status", "prune_reason"]]
+    assert set(df["status"]) <= {"completed", "stopped", "diverged"}, df[["trial_id", "status", "reason"]]
     trials = study_trials(exp)
     states = [t.state.name for t in trials]
     # COMPLETE: ran its schedule; PRUNED: stopped by ASHA (Optuna never gets its early values)
@@ -144,7 +144,8 @@ def check_nothing_lost(exp: Path, same_values: bool = True) -> pd.DataFrame:
     assert sorted(t.params["lr"] for t in complete) == sorted(json.loads(p)["lr"] for p in df["params"])
     if same_values:
         in_study = sorted(tuple(round(v, 9) for v in t.values) for t in complete if t.state.name == "COMPLETE")
-        in_csv = sorted((round(r.sel_tow, 9), round(r.sel_tow_mia, 9)) for r in df.itertuples() if r.status != "stopped")
+        in_csv = sorted((round(r.sel_tow, 9), round(r.sel_tow_mia, 9)) for r in df.itertuples()
+                        if r.status != "stopped")
         assert in_study == in_csv
     return df
 

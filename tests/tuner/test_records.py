@@ -39,7 +39,7 @@ def ran(spec, data):
 def test_a_stored_final_is_read_back_without_a_task(spec, data, ran):
     lines = []
     out = rerun([{"label": "paper", "params": PARAMS}], spec, data, SEEDS, algorithm="finetune", requests=1,
-                selection="current", cpus=1, gpus=0, objective="both", log=lines.append)
+                ranking_model="current", cpus=1, gpus=0, objective="both", log=lines.append)
     assert not ray.is_initialized(), "stored finals must not start Ray"
     assert [ln.strip() for ln in lines[1:]] == [
         f"final {n}/2: paper seed {s} selection ToW {ran[s]['sel_tow']:.4f} ToW-MIA {ran[s]['sel_tow_mia']:.4f} "
@@ -49,10 +49,10 @@ def test_a_stored_final_is_read_back_without_a_task(spec, data, ran):
         assert r["record"] == ran[r["seed"]]["record"]
 
 
-@pytest.mark.parametrize("change", ["params", "algorithm", "requests", "selection", "device", "forget_size",
+@pytest.mark.parametrize("change", ["params", "algorithm", "requests", "ranking_model", "device", "forget_size",
                                     "train_epochs", "seed"])
 def test_any_other_run_is_not_found(spec, data, ran, change):
-    args = {"algorithm": "finetune", "params": PARAMS, "requests": 1, "selection": "current", "device": "cpu"}
+    args = {"algorithm": "finetune", "params": PARAMS, "requests": 1, "ranking_model": "current", "device": "cpu"}
     s = dataclasses.replace(spec, seed=1)
     if change == "params":
         args["params"] = {**PARAMS, "lr": 0.03}
@@ -60,15 +60,15 @@ def test_any_other_run_is_not_found(spec, data, ran, change):
         args["algorithm"] = "neggrad_plus"
     elif change == "requests":
         args["requests"] = 2
-    elif change == "selection":
-        args["selection"] = "retrain"
+    elif change == "ranking_model":
+        args["ranking_model"] = "retrain"
     elif change == "device":
         args["device"] = "cuda"
     else:
         s = dataclasses.replace(s, **{change: getattr(s, change) + 2})
     same = records.final_key(dataclasses.replace(spec, seed=1), data, "finetune", PARAMS, 1, "current", "cpu")
     assert records.load(spec, "final", same) is not None
-    key = records.final_key(s, data, args["algorithm"], args["params"], args["requests"], args["selection"],
+    key = records.final_key(s, data, args["algorithm"], args["params"], args["requests"], args["ranking_model"],
                             args["device"])
     assert key != same and records.load(s, "final", key) is None
 

@@ -28,7 +28,7 @@ import search_spaces
 FAST = ["--num-samples", "4", "--train-epochs", "3", "--width", "0.125", "--final-seeds", "2", "--top-k", "1",
         "--no-dashboard"]
 NUM_SAMPLES = 4
-STATUSES = {"completed", "stopped", "pruned", "error"}
+STATUSES = {"completed", "stopped", "diverged", "error"}
 STUDY = "digits-resnet18"
 TUNE_DIR = "tune-digits-resnet18"
 # Max passes in every epoch at the space's top learning rate with almost no retain terms: the forget KL explodes.
@@ -47,8 +47,8 @@ def describe(proc, log: Path | None = None) -> str:
 
 
 def read_trials(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype={"trial_id": str, "prune_reason": str})
-    df["prune_reason"] = df["prune_reason"].fillna("")
+    df = pd.read_csv(path, dtype={"trial_id": str, "reason": str})
+    df["reason"] = df["reason"].fillna("")
     return df
 
 
@@ -163,7 +163,7 @@ def test_search_writes_outputs_that_agree(both_run):
     assert len(trials) == NUM_SAMPLES == summary[0]["trials_run"]
     assert trials["trial_id"].is_unique
     assert set(trials["status"]) <= STATUSES, trials["status"].tolist()
-    assert all(trials.loc[trials["status"] == "pruned", "prune_reason"].str.strip() != "")
+    assert all(trials.loc[trials["status"] == "diverged", "reason"].str.strip() != "")
     assert summary[0]["trials"] == {s: int((trials["status"] == s).sum()) for s in STATUSES}
 
     study = load_study(exp)
@@ -174,7 +174,7 @@ def test_search_writes_outputs_that_agree(both_run):
     # schedule never reach the sampler.
     state = optuna.trial.TrialState
     told = sorted(tuple(t.values) for t in study.trials if t.state == state.COMPLETE)
-    ran = trials[trials["status"].isin(["completed", "pruned"])]
+    ran = trials[trials["status"].isin(["completed", "diverged"])]
     reported = sorted(zip(ran["sel_tow"], ran["sel_tow_mia"]))
     assert len(told) == len(reported)
     for a, b in zip(told, reported):
@@ -266,12 +266,12 @@ def test_interrupted_search_resumes_without_losing_or_rerunning_trials(resumed_r
     assert set(trials["status"]) <= STATUSES
 
     final = trials.set_index("trial_id")
-    done_before = first.trials[first.trials["status"].isin(["completed", "pruned"])]
+    done_before = first.trials[first.trials["status"].isin(["completed", "diverged"])]
     assert len(done_before) >= 1
     after = trial_results(exp / TUNE_DIR)
     for r in done_before.itertuples():
         f = final.loc[r.trial_id]
-        assert (f["status"], f["epoch"], f["prune_reason"]) == (r.status, r.epoch, r.prune_reason)
+        assert (f["status"], f["epoch"], f["reason"]) == (r.status, r.epoch, r.reason)
         assert (f["sel_tow"], f["sel_tow_mia"]) == pytest.approx((r.sel_tow, r.sel_tow_mia), rel=1e-12)
         assert len(after[r.trial_id]["rows"]) == len(first.results[r.trial_id]["rows"]), \
             f"finished trial {r.trial_id} reported again after --resume"
@@ -292,7 +292,8 @@ def test_interrupted_search_resumes_without_losing_or_rerunning_trials(resumed_r
             assert its == sorted(set(its)), f"trial {t} repeated epochs after the restore: {its}"
     assert restored, "no trial resumed from its saved state"
     study = load_study(exp)
-    assert len(study.trials) == NUM_SAMPLES, f"{len(study.trials)} Optuna trials (before --resume: {first.study_trials})"
+    assert len(study.trials) == NUM_SAMPLES, \
+        f"{len(study.trials)} Optuna trials (before --resume: {first.study_trials})"
     assert unfinished(study) == []
     summary = json.loads((exp / "best_configs.json").read_text())
     assert summary[0]["trials_run"] == NUM_SAMPLES
@@ -301,19 +302,19 @@ def test_interrupted_search_resumes_without_losing_or_rerunning_trials(resumed_r
 
 # --- 5. divergence ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_diverging_config_is_pruned_with_its_reason(resumed_run):
+def test_a_diverging_config_is_diverged_with_its_reason(resumed_run):
     proc, exp = resumed_run.proc, resumed_run.exp
     assert proc.returncode == 0, describe(proc)
     trials = read_trials(exp / "trials.csv")
     expected = search_spaces.to_config_params("scrub", DIVERGING)
     rows = [r for r in trials.itertuples() if json.loads(r.params) == expected]
     assert len(rows) == 1, trials[["trial_id", "status", "params"]]
-    assert rows[0].status == "pruned" and "diverged" in rows[0].prune_reason, rows[0]
+    assert rows[0].status == "diverged" and "diverged" in rows[0].reason, rows[0]
     # --points are evaluated first: Optuna trial 0 is that point.
     study = load_study(exp)
     assert min(study.trials, key=lambda t: t.number).params == DIVERGING
     summary = json.loads((exp / "best_configs.json").read_text())
-    assert summary[0]["trials"]["pruned"] >= 1
+    assert summary[0]["trials"]["diverged"] >= 1
     assert summary[0]["params"] != expected, "a diverged config cannot win"
 
 

@@ -1,4 +1,4 @@
-"""Trials of one sequential search share their tasks: with `selection="retrain"` (the search's default) the forget
+"""Trials of one sequential search share their tasks: with `ranking_model="retrain"` (the search's default) the forget
 sets of requests 2..k come from the retrained models, so every configuration gets the same sets, and the
 prepare stage builds their retrains once; the trials then train nothing. A second prepare of the same settings
 (a resumed search, or another search on the same store) reads the record the first left and starts no Ray task."""
@@ -36,7 +36,7 @@ def test_two_trials_of_a_sequential_search_share_forget_sets_and_retrains(spec, 
     for lr in (0.02, 0.005):  # two configurations, as two trials
         logs = []
         rec = start(spec, "finetune", {"epochs": 1, "lr": lr}, Workspace(spec, data, log=logs.append), requests=3,
-                    selection="retrain", views=("selection",), log=logs.append).run()
+                    ranking_model="retrain", views=("selection",), log=logs.append).run()
         trials.append((rec, logs))
     (a, logs_a), (b, logs_b) = trials
     assert [r["forget_ids_sha"] for r in a["requests"]] == [r["forget_ids_sha"] for r in b["requests"]]
@@ -44,11 +44,11 @@ def test_two_trials_of_a_sequential_search_share_forget_sets_and_retrains(spec, 
     assert not [ln for ln in logs_a + logs_b if ln.startswith("training")]  # ... and every retrain was prepared
 
 
-def test_per_model_selection_stays_available(spec):
+def test_ranking_by_the_current_model_stays_available(spec):
     data = load_dataset("digits", None, spec.split_seed)
     recs = [start(spec, "finetune", {"epochs": 1, "lr": lr}, Workspace(spec, data), requests=2,
-                  selection="current").run() for lr in (0.05, 0.001)]
-    assert recs[0]["selection"] == "current"
+                  ranking_model="current").run() for lr in (0.05, 0.001)]
+    assert recs[0]["ranking_model"] == "current"
     assert recs[0]["requests"][0]["forget_ids_sha"] == recs[1]["requests"][0]["forget_ids_sha"]  # request 1: original
 
 
@@ -56,26 +56,26 @@ def test_a_prepared_spec_is_read_from_the_store_without_a_task(spec, prepared):
     data, report = prepared
     lines = []
     out = prepare([spec], {"digits": data}, cpus=1, gpus=0, proxies=("confidence",), requests=3,
-                  selection="retrain", log=lines.append)
+                  ranking_model="retrain", log=lines.append)
     assert out == [report]
     assert lines == ["prepare: digits resnet18 seed 0 already prepared in the store"]
     assert not ray.is_initialized(), "a prepared spec must not start Ray"
 
 
-@pytest.mark.parametrize("change", ["requests", "selection", "proxies", "forget_size", "seed", "train_epochs"])
+@pytest.mark.parametrize("change", ["requests", "ranking_model", "proxies", "forget_size", "seed", "train_epochs"])
 def test_any_other_setting_is_prepared_again(spec, prepared, change):
     data, _ = prepared
-    args = {"proxies": ("confidence",), "requests": 3, "selection": "retrain"}
+    args = {"proxies": ("confidence",), "requests": 3, "ranking_model": "retrain"}
     s = spec
     if change == "requests":
         args["requests"] = 2
-    elif change == "selection":
-        args["selection"] = "current"
+    elif change == "ranking_model":
+        args["ranking_model"] = "current"
     elif change == "proxies":
         args["proxies"] = ("entropy",)
     else:
         s = dataclasses.replace(spec, **{change: getattr(spec, change) + 1})
     same = records.prepared_key(spec, data, ("confidence",), 3, "retrain")
     assert records.load(spec, "prepared", same) is not None
-    key = records.prepared_key(s, data, args["proxies"], args["requests"], args["selection"])
+    key = records.prepared_key(s, data, args["proxies"], args["requests"], args["ranking_model"])
     assert key != same and records.load(s, "prepared", key) is None

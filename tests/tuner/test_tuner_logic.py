@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.service import trial_resources, trial_status
+from tuner.service import trial_resources
 from tuner.settings import SearchSettings
+from tuner.trial_schema import trial_status
 from unlearn_core.errors import ConfigError
 
 
 @pytest.mark.parametrize("metrics, errored, interrupted, status", [
-    ({"final": 1, "pruned": 0}, False, False, "completed"),
-    ({"final": 1, "pruned": 1}, False, False, "pruned"),     # diverged: finished, objective 0
-    ({"final": 0, "pruned": 0}, False, False, "stopped"),    # ended early, search not interrupted: ASHA
-    ({"final": 0, "pruned": 0}, False, True, "unfinished"),  # the interrupt cut it off: --resume finishes it
+    ({"final": 1, "diverged": 0}, False, False, "completed"),
+    ({"final": 1, "diverged": 1}, False, False, "diverged"),   # finished, objective 0
+    ({"final": 0, "diverged": 0}, False, False, "stopped"),    # ended early, search not interrupted: ASHA
+    ({"final": 0, "diverged": 0}, False, True, "unfinished"),  # the interrupt cut it off: --resume finishes it
     ({}, True, False, "error"),
 ])
 def test_trial_status(metrics, errored, interrupted, status):

@@ -66,7 +66,7 @@ def _summary(beats: bool) -> dict:
     return {"dataset": "digits", "arch": "resnet18", "label": best["label"], "beats_paper": beats, "paper": paper,
             "candidates": cands, "compared": "trial t1",
             "difference": {k: {"mean": 0.01, "low": -0.02, "high": 0.04} for k in ("tow", "tow_mia")},
-            "trials": {"completed": 3, "stopped": 1, "pruned": 1, "error": 0}, "trials_run": 5, "search_seed": 0,
+            "trials": {"completed": 3, "stopped": 1, "diverged": 1, "error": 0}, "trials_run": 5, "search_seed": 0,
             "objective_name": "both"}
 
 
