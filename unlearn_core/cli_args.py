@@ -56,8 +56,8 @@ def add_flag(group, option: str, help: str, default: Any = None, said: Optional[
         return group.add_argument(option, help=help, **kw)
     if said is None and default is None:
         raise ValueError(f"{option}: a None default needs `said` (what it stands for)")
-    return group.add_argument(option, default=default, help=with_default(help, shown(default) if said is None
-                                                                          else said), **kw)
+    text = shown(default) if said is None else said
+    return group.add_argument(option, default=default, help=with_default(help, text), **kw)
 
 
 def by_dataset(value_of: Callable[[str], Any]) -> str:
