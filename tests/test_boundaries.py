@@ -29,3 +29,14 @@ def test_search_spaces_import_only_optuna():
     loaded = imported_after(["search_spaces"])
     assert "optuna" in loaded
     assert not {"ray", "torch", "unlearn_core"} & loaded
+
+
+def test_no_class_in_unlearn_core_is_over_150_lines():
+    """A class that grows past ~150 lines has taken on a second job (`run.Run` keeps only the epoch loop)."""
+    import ast
+
+    long = [f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in sorted((ROOT / "unlearn_core").rglob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 150]
+    assert not long, long

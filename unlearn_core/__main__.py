@@ -210,10 +210,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args, seed=args.seed)
     check_device(spec.device)
     use_cpus(None)
-    check(spec, args.algorithm, params, requests=args.requests, selection=args.selection or "current")  # before data or training
+    ranking_model = args.ranking_model or "current"
+    check(spec, args.algorithm, params, requests=args.requests, ranking_model=ranking_model)  # before data, training
     dataset = load_dataset(spec.dataset, spec.data_dir, spec.split_seed, download=args.download)
     ws = Workspace(spec, dataset, log=log)
-    run = start(spec, args.algorithm, params, ws, requests=args.requests, selection=args.selection or "current", log=log)
+    run = start(spec, args.algorithm, params, ws, requests=args.requests, ranking_model=ranking_model, log=log)
     record = run.run()
     record["device"] = str(ws.device)
     if args.json:

@@ -13,7 +13,7 @@ import numpy as np
 from .errors import ConfigError
 from .forget import class_forget, request_classes, retain_ids, validate_ids
 from .proxies import check_proxy
-from .spec import SELECTIONS, ExperimentSpec
+from .spec import RANKING_MODELS, ExperimentSpec
 from .unlearning import ALGORITHMS, config_dict, make_config
 
 
@@ -73,12 +73,12 @@ def check_sizes(spec: ExperimentSpec, n_train: int, labels: np.ndarray, m: Metho
 
 
 def check(spec: ExperimentSpec, algorithm: str, params: Optional[Mapping[str, Any]] = None, *, requests: int = 1,
-          selection: str = "current", forget_ids: Optional[np.ndarray] = None) -> Method:
+          ranking_model: str = "current", forget_ids: Optional[np.ndarray] = None) -> Method:
     """Every check that needs no data: the algorithm, its hyperparameters, the counts, names. Returns the method."""
     m = method(algorithm, params, spec)
     requests = _count(requests)
-    if selection not in SELECTIONS:
-        raise ConfigError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    if ranking_model not in RANKING_MODELS:
+        raise ConfigError(f"ranking_model must be one of {', '.join(RANKING_MODELS)}, got {ranking_model!r}")
     check_proxy(spec.proxy)  # a typo is a typo, even where the proxy is not used (scores:FILE: the file is read)
     if spec.forget == "class":
         request_classes(spec.forget_classes, requests)

@@ -16,7 +16,7 @@ DEFAULT_WIDTH = {"digits": 0.125}  # ResNet-18 still reaches ~99 % test accuracy
 # Forget-set size: the paper's 3,000 of CIFAR's 45,000 (6.7 %); digits scaled to about the same share.
 DEFAULT_FORGET_SIZE = {"digits": 90}
 FORGET_KINDS = ("random", "class", "mix")
-SELECTIONS = ("current", "retrain")  # which model scores requests 2..k of a mix (see forget.select)
+RANKING_MODELS = ("current", "retrain")  # which model scores requests 2..k of a mix and RUM (see next_request)
 
 
 def default_store() -> str:
@@ -30,7 +30,7 @@ class ExperimentSpec:
     dataset: str = "digits"
     arch: str = "resnet18"
     width: Optional[float] = None          # channel multiplier; None → DEFAULT_WIDTH or 1.0
-    seed: int = 0                          # model seed: original, retrain, forget selection, unlearning
+    seed: int = 0                          # model seed: original, retrain, forget sets, unlearning
     split_seed: int = 1                    # train/val split seed (RUM always uses 1), separate from `seed`
     forget: str = "random"                 # random | class | mix (mix needs a memorization proxy)
     forget_size: Optional[int] = None      # None → DEFAULT_FORGET_SIZE or 3,000

@@ -18,8 +18,8 @@ RECORD_KEYS = ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia", "tow", 
                "unlearn_seconds", "retrain_seconds", "params", "spec", "algorithm", "seed", "env", "device",
                "diverged", "history", "forget_ids_sha", "requests", "request_count")
 METRICS = ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia")
-OPTIONS = ("--algorithm", "--rum-plan", "--proxy", "--requests", "--selection", "--dataset", "--data-dir", "--download", "--arch",
-           "--width", "--param", "--seed",
+OPTIONS = ("--algorithm", "--rum-plan", "--proxy", "--requests", "--ranking-model", "--dataset", "--data-dir",
+           "--download", "--arch", "--width", "--param", "--seed",
            "--split-seed", "--forget", "--forget-size", "--forget-classes", "--store", "--device",
            "--train-epochs", "--json")
 TINY = ["--dataset", "digits", "--arch", "resnet18", "--width", "0.125", "--device", "cpu"]
@@ -131,7 +131,7 @@ BAD_INPUTS = {
     "rum with --param": (["--algorithm", "rum", "--param", "lr=0.1"], "--rum-plan"),
     "unknown proxy": (["--algorithm", "rum", "--proxy", "loss"], "loss"),
     "more requests than the pool allows": (["--requests", "20", "--forget-size", "90"], "request"),
-    "bad selection": (["--selection", "original"], "original"),
+    "bad ranking model": (["--ranking-model", "original"], "original"),
 }
 
 

@@ -1,7 +1,7 @@
 """Learning-event proxies at requests 2..k (issue #13 part 3).
 
 `confidence`, `max_conf`, `entropy` and `bin_acc` rank every request of a run by the original model's recorded
-training events (restricted to what remains of the pool; no extra pass), whatever model `selection` names; the
+training events (restricted to what remains of the pool; no extra pass), whatever model `ranking_model` names; the
 `*_current` variants keep the other rule: one eval-mode pass of the current model from request 2 on. The
 proxy info of each request says which source was used.
 """
@@ -25,12 +25,12 @@ def store(shared_store):
     return str(shared_store)
 
 
-def _run(store, proxy, selection="current"):
+def _run(store, proxy, ranking_model="current"):
     spec = ExperimentSpec(width=0.125, train_epochs=2, forget="mix", forget_size=30, proxy=proxy, device="cpu",
                           store=store)
     seen = []
     ws = Workspace(spec)
-    rec = start(spec, "finetune", FT, ws, requests=2, selection=selection,
+    rec = start(spec, "finetune", FT, ws, requests=2, ranking_model=ranking_model,
                 on_request=lambda r, model, req: seen.append((model, req))).run()
     return spec, ws, rec, seen
 
@@ -43,9 +43,9 @@ def test_the_registry_names_both_families():
     assert PROXIES.get("holdout").follows_model and PROXIES.get("holdout_test").follows_model
 
 
-@pytest.mark.parametrize("selection", ["current", "retrain"])
-def test_request_two_ranks_by_the_originals_events(store, selection):
-    spec, ws, rec, seen = _run(store, "confidence", selection)
+@pytest.mark.parametrize("ranking_model", ["current", "retrain"])
+def test_request_two_ranks_by_the_originals_events(store, ranking_model):
+    spec, ws, rec, seen = _run(store, "confidence", ranking_model)
     events = memorization(ws, "confidence")  # the original's recorded events
     (_, first), (_, second) = seen
     for r, req in zip(rec["requests"], (first, second)):
@@ -61,7 +61,7 @@ def test_request_two_ranks_by_the_originals_events(store, selection):
 def test_the_current_variant_makes_one_eval_pass_of_the_current_model(store):
     spec, ws, rec, seen = _run(store, "confidence_current")
     (model1, first), (_, second) = seen
-    info1, info2 = rec["requests"][0]["proxies"]["confidence_current"], rec["requests"][1]["proxies"]["confidence_current"]
+    info1, info2 = (r["proxies"]["confidence_current"] for r in rec["requests"])
     assert info1["source"] == EVENTS_SOURCE and info1["model"] == "original"
     assert info2["source"] == PASS_SOURCE and info2["model"].startswith("unlearned:") and info2["follows_model"]
     with torch.no_grad():

@@ -17,7 +17,8 @@ from unlearn_core.errors import ConfigError
 from unlearn_core.forget import mix, mix_groups, random_forget, select_request
 from unlearn_core.proxies import EVENTS_SOURCE, PASS_SOURCE, memorization, weights_sha
 from unlearn_core.references import METRIC_KEYS, original, retrain
-from unlearn_core.run import start, versus_retrain
+from unlearn_core.run import start
+from unlearn_core.run_record import versus_retrain
 from unlearn_core.spec import ExperimentSpec
 from unlearn_core.workspace import Workspace
 
@@ -136,7 +137,7 @@ def test_a_second_run_reuses_every_artifact(random_run, store):
 
 # A proxy that follows the model: since issue #13, `confidence` ranks every request by the original's recorded
 # events (test_event_proxies), and `confidence_current` keeps the rule these tests check (one eval-mode pass of
-# the model a request starts from, or with selection="retrain" of the retrained model).
+# the model a request starts from, or with ranking_model="retrain" of the retrained model).
 CURRENT = "confidence_current"
 
 
@@ -161,7 +162,7 @@ def test_rum_with_a_mix_recomputes_the_proxy_on_the_current_model(rum_mix_run):
     assert all(np.array_equal(a, b) for a, b in zip(second.groups, g2))
     assert rec["requests"][1]["proxies"][CURRENT]["source"] == PASS_SOURCE
     assert not np.intersect1d(first.forget_ids, second.forget_ids).size
-    # stages: §3.4 within the request, minus request 1's forget set
+    # stages: each stage's retain set (the RUM code's --sequential rule) within the request, minus request 1's set
     subs = rec["requests"][1]["stages"]
     assert [s["algorithm"] for s in subs] == ["none", "finetune", "neggrad_plus"]
     assert [s["retain_size"] for s in subs] == [n - 30 - 10, n - 30 - 20, n - 30 - 30]
@@ -186,9 +187,9 @@ def test_a_rum_run_of_one_request_is_the_first_request(rum_mix_run):
     assert one["tow"] == one["requests"][0]["tow"] == rec["requests"][0]["tow"]
 
 
-def test_selection_on_the_retrained_model_is_the_same_for_every_configuration(rum_mix_run, store):
+def test_ranking_on_the_retrained_model_is_the_same_for_every_configuration(rum_mix_run, store):
     spec = ExperimentSpec(**SPEC, store=store, forget="mix", proxy=CURRENT)
-    runs = [_run(spec, "finetune", {"epochs": 1, "lr": lr}, 2, selection="retrain") for lr in (0.02, 0.005)]
+    runs = [_run(spec, "finetune", {"epochs": 1, "lr": lr}, 2, ranking_model="retrain") for lr in (0.02, 0.005)]
     (ws, rec_a, req_a, _), (_, rec_b, req_b, _) = runs
     assert rec_a["requests"][1]["end_weights_sha"] != rec_b["requests"][1]["end_weights_sha"]
     assert np.array_equal(req_a[1].forget_ids, req_b[1].forget_ids)
@@ -197,7 +198,7 @@ def test_selection_on_the_retrained_model_is_the_same_for_every_configuration(ru
     expected = mix(memorization(ws, CURRENT, model=retrained), 30, np.setdiff1d(np.arange(len(ws.train)), f1),
                    seed=ws.spec.seed + 1)
     assert np.array_equal(req_a[1].forget_ids, expected)
-    assert rec_a["selection"] == "retrain"
+    assert rec_a["ranking_model"] == "retrain"
 
 
 def test_class_removal_forgets_one_class_per_request(store):
@@ -264,7 +265,7 @@ def test_a_workspace_of_another_experiment_is_refused(tmp_path):
     assert not _files(str(tmp_path))
 
 
-def test_bad_selection_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="selection must be one of current, retrain"):
-        start(ExperimentSpec(**SPEC, store=str(tmp_path)), "finetune", {}, selection="original").run()
+def test_bad_ranking_model_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="ranking_model must be one of current, retrain"):
+        start(ExperimentSpec(**SPEC, store=str(tmp_path)), "finetune", {}, ranking_model="original").run()
     assert not _files(str(tmp_path))
