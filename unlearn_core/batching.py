@@ -1,7 +1,7 @@
 """GPU-resident batching: a whole split lives on the device as uint8 and is augmented there.
 
 Why: on an H100 a DataLoader with CPU augmentation feeds ResNet-18 at ~15k img/s, while the same model
-trains at ~21k+ img/s from device-resident data (reference/measured-anchors.md); Ray also gives each trial
+trains at ~21k+ img/s from device-resident data (measured for this project); Ray also gives each trial
 few CPUs, so worker processes would be the bottleneck. The same code runs on the CPU for tests.
 """
 from __future__ import annotations
@@ -70,7 +70,8 @@ class DeviceData:
         return len(self.y)
 
     def batches(self, batch_size: int, generator: torch.Generator, *, pad: int = 0, flip: bool = False,
-                shuffle: bool = True, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+                shuffle: bool = True, drop_last: bool = False
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield (float input, labels, ids) batches: a seeded permutation per call, augmentation on the device.
 
         A trailing batch of a single example joins the batch before it (which then has batch_size + 1):

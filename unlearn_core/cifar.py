@@ -49,7 +49,7 @@ def load_cifar100(data_dir=None, split_seed: int = 1, download: bool = False) ->
 
 def _load_cifar(spec: _CifarSpec, data_dir, split_seed: int, download: bool) -> Dataset:
     """Read the official pickles ourselves: torchvision's CIFAR classes insist on the archive's MD5 sums,
-    which faithful copies written by other tools (e.g. shared/data/make_cifar10.py) cannot match."""
+    which faithful copies written by other tools (e.g. re-pickled from another CIFAR mirror) cannot match."""
     root = resolve_data_dir(data_dir)
     if root.name == spec.folder:  # also accept the batches folder itself
         root = root.parent

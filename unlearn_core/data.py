@@ -1,14 +1,14 @@
 """Datasets by name, as read-only uint8 numpy arrays split into train / validation / test.
 
 Why numpy uint8, channels first: the arrays travel through Ray's object store (zero-copy for numpy) and are
-copied to the GPU once, as uint8, where augmentation and normalization happen (DESIGN.md, "Speed").
+copied to the GPU once, as uint8, where augmentation and normalization happen (no CPU data workers).
 
-Every training set is split the way the reference splits CIFAR (reference/algorithms.md §7): per class,
+Every training set is split the way the RUM code splits CIFAR (its `dataset.py`): per class,
 10 % becomes validation, drawn with `np.random.RandomState(split_seed)`; train and validation keep ascending
 original-index order, so an example id (a position in `Dataset.train`) maps back to the original training
 set through `Dataset.train_index`, and to the dataset's *official* training set — the order published
 per-example files (memorization estimates) use — through `Dataset.train_source_index`. The split seed is not a
-model seed: the reference always splits with 1.
+model seed: the RUM code always splits with 1.
 
 Sources (the registry `DATASETS` maps each name to its loader):
   digits       scikit-learn's bundled 8×8 handwritten digits, upsampled to 16×16: no download, the embedded default.

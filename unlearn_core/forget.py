@@ -1,7 +1,7 @@
-"""Forget-set selection by example id (an id is a position in `Dataset.train`).
+"""Forget sets by example id (an id is a position in `Dataset.train`).
 
-Selections follow the reference's fixed-count rule (reference/algorithms.md §3.2): rank by score and take
-counts, not percentile thresholds. Every selector returns a sorted int64 array of distinct ids and raises
+Every ranking follows the RUM code's fixed-count rule (`main_forget.py`): rank by score and take counts, not
+percentile thresholds. Every selector returns a sorted int64 array of distinct ids and raises
 ConfigError, with the numbers, when its input cannot give what was asked.
 
 Scores are memorization levels, one per training example (high = more memorized). Callers convert proxies
@@ -10,8 +10,8 @@ first (e.g. confidence, where high means *less* memorized).
 Ties are broken by a seeded random order, never by id: every ranking (`by_score`, `mix_groups`, `mix`, and
 `rum.split_by_score`) sorts by score first and by `tie_order(len(scores), seed)` second (`np.lexsort`). That
 order is a random rank of every id, so it is the same whatever the pool, and the same seed always gives the
-same groups. The reference sorts stably, so its tied examples form id blocks (at one end the lowest ids, at
-the other the highest: §12.2); with a proxy of few distinct values (`bin_acc` is a mean of 0/1 over the
+same groups. The RUM code sorts stably, so its tied examples form id blocks (at one end the lowest ids, at
+the other the highest); with a proxy of few distinct values (`bin_acc` is a mean of 0/1 over the
 training epochs) ties decide most of a group, which would make the groups contiguous id runs, the same for
 every seed.
 """
@@ -175,16 +175,16 @@ def by_score(scores: np.ndarray, n: int, which: Which, pool: np.ndarray | None =
 
 def mix_groups(scores: np.ndarray, n: int, pool: np.ndarray | None = None, *, seed: int,
                center: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The "mix" forget set (reference §3.2) as its three groups (low, mid, high); RUM unlearns them in that order.
+    """The "mix" forget set (the RUM code's) as its three groups (low, mid, high); RUM unlearns them in that order.
 
     Sizes: high = the n//3 highest scores, mid = the n//3 nearest the median of the pool's scores (or
     `center`), low = the rest, n − 2·(n//3), lowest (so when n is not a multiple of 3 the extra one or two
-    examples go to low; the reference's sizes differ there, §12.3). Ties are broken by the seeded random order
+    examples go to low; the RUM code's lists then total fewer than n). Ties are broken by the seeded random order
     `tie_order(len(scores), seed)`, not by id. The groups are disjoint: high is taken first, then low, then mid
     from what is left, each group moving on to its next candidates, so the three hold exactly n distinct ids
-    (the reference's lists are not de-duplicated and can repeat an example). They match the reference's groups
-    only where no group overlaps another and no tie straddles a group's boundary (the reference keeps tied
-    examples in id order, §12.2).
+    (the RUM code's lists are not de-duplicated and can repeat an example). They match the RUM code's groups
+    only where no group overlaps another and no tie straddles a group's boundary (the RUM code keeps tied
+    examples in id order).
     """
     ids, sp, tie = _pool_scores(scores, pool, seed)
     n = _check_count(n, len(ids), "mix", minimum=3)
@@ -204,7 +204,7 @@ def mix_groups(scores: np.ndarray, n: int, pool: np.ndarray | None = None, *, se
 
 def mix(scores: np.ndarray, n: int, pool: np.ndarray | None = None, *, seed: int,
         center: float | None = None) -> np.ndarray:
-    """The "mix" forget set (reference §3.2): n//3 highest + n//3 nearest-median (or `center`) + the rest
+    """The "mix" forget set (the RUM code's): n//3 highest + n//3 nearest-median (or `center`) + the rest
     lowest, as n distinct ids, ties in a seeded random order (see `mix_groups`)."""
     return np.sort(np.concatenate(mix_groups(scores, n, pool, seed=seed, center=center)))
 

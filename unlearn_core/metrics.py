@@ -1,6 +1,6 @@
 """Metrics: accuracies, the SVC membership-inference attack (MIA), ToW, ToW-MIA and confidence intervals.
 
-Follows reference/algorithms.md §4 (RUM's `SVC_MIA_forget_efficacy`, RUM's ToW / ToW-MIA), with two
+Follows the RUM code (its `SVC_MIA_forget_efficacy`, from Unlearn-Sparse, and its ToW / ToW-MIA), with two
 deliberate differences, both documented where they live:
 
 * the shadow "member" set is a seeded random sample of the retain set, not its lowest-index examples;
@@ -26,7 +26,7 @@ from sklearn.svm import SVC
 
 from .errors import ConfigError
 
-# The five attacks of the reference, in its order. `confidence` is the one reported as `mia` (§4.2).
+# The five attacks of the reference, in its order. `confidence` is the one reported as `mia` (RUM's ToW-MIA uses it).
 ATTACKS: tuple[str, ...] = ("correctness", "confidence", "entropy", "m_entropy", "prob")
 REPORTED_ATTACK = "confidence"
 
@@ -40,7 +40,8 @@ _LOG_FLOOR = 1e-30  # probabilities are clamped here before log, as in the refer
 # Predictions and accuracy
 # --------------------------------------------------------------------------------------------------
 
-def predict_probs(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024, log: bool = False) -> torch.Tensor:
+def predict_probs(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
+                  log: bool = False) -> torch.Tensor:
     """Softmax outputs (float32, N×classes, on x's device) of `model` in eval mode.
 
     `x` is a uint8 N×C×H×W tensor (converted to [0, 1] floats one batch at a time, so the whole set
@@ -110,7 +111,7 @@ def mia_features(probs, y, *, attacks: Iterable[str] = ATTACKS) -> dict[str, np.
     - `m_entropy`: modified entropy (Song & Mittal 2021),
       −(1 − p_y) log p_y − Σ_{i≠y} p_i log(1 − p_i), with probabilities clamped at 1e-30 before the log.
       The reference (RUM, SalUn) indexes `[:, labels]` — every row gets the columns of *all* labels in
-      the batch — and takes log p where it should take log(1 − p) (§4.2; fixed upstream in
+      the batch — and takes log p where it should take log(1 − p) (fixed upstream in
       Unlearn-Sparse PR #14). This is the fixed formula.
     - `prob`: the full probability vector (N×classes).
 
@@ -211,7 +212,7 @@ def svc_mia(probs_shadow_in, y_in, probs_shadow_out, y_out, probs_target, y_targ
 def model_mia(model: torch.nn.Module, retain_x: torch.Tensor, retain_y, test_x: torch.Tensor, test_y,
               forget_x: torch.Tensor, forget_y, *, seed: int,
               attacks: Iterable[str] = (REPORTED_ATTACK,), batch_size: int = 1024) -> dict[str, float]:
-    """The project's SVC MIA on the forget set (§4.2): attack name → non-member fraction (0–1).
+    """The project's SVC MIA on the forget set: attack name → non-member fraction (0–1).
 
     Shadow members are a **seeded random sample of |test| retain examples** (all of the retain set when
     it is smaller than the test set); non-members are the test set; the target is the forget set. The
@@ -256,7 +257,7 @@ def _get(record: Mapping, key: str) -> float:
 
 
 def tow(u: Mapping, r: Mapping, *, held_out: str = "test_acc") -> float:
-    """Tug-of-War (§4.3): Π over forget/retain/test of (1 − |A(u) − A(r)|/100).
+    """Tug-of-War (the RUM paper's): Π over forget/retain/test of (1 − |A(u) − A(r)|/100).
 
     `u` is the unlearned model's record, `r` the retrained-from-scratch model's; accuracies in percent.
     `held_out="val_acc"` puts the validation accuracy in the test term: the selection view, which a search
@@ -269,7 +270,7 @@ def tow(u: Mapping, r: Mapping, *, held_out: str = "test_acc") -> float:
 
 
 def tow_mia(u: Mapping, r: Mapping, *, held_out: str = "test_acc", mia: str = "mia") -> float:
-    """ToW-MIA (§4.3): ToW with the forget-accuracy term replaced by (1 − |MIA(u) − MIA(r)|).
+    """ToW-MIA (the RUM paper's): ToW with the forget-accuracy term replaced by (1 − |MIA(u) − MIA(r)|).
 
     `mia` is the `confidence` attack's 0–1 fraction (not divided by 100); `r`'s is the retrained model's
     own MIA score on the same forget set. `held_out` / `mia` name the keys of another view (see `tow`).

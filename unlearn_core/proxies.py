@@ -1,15 +1,15 @@
 """Memorization proxies: one score per training example, turned into a *memorization level* (high = memorized).
 
-The proxies of reference/algorithms.md §5, named as the `PROXIES` registry names them:
+The proxies of the RUM code (`memorization_proxy/`; "the reference" below), named as the `PROXIES` registry names them:
 
-* Learning-event proxies (§5.1) — `confidence` (softmax probability of the label), `max_conf` (largest
-  probability), `entropy` (negative entropy Σ p log p, from log-softmax so it is finite where p underflows to
-  0, unlike the reference's NaN) and `bin_acc` (1 if the prediction is right; the reference's `bi_acc`).
-  Each is the mean over all training epochs of what the original model's own training forward passes saw:
-  the events `references.original()` records while it trains, so no extra pass and no extra training run
-  (the reference trains a second model from scratch for them). High values mean easy, so the memorization
-  level is the value **negated**.
-* `holdout` (§5.2, the reference's `ho_ret`) — fine-tune a copy of the model on held-out data (SGD lr 0.1,
+* Learning-event proxies (RUM's `learning_events.py`) — `confidence` (softmax probability of the label),
+  `max_conf` (largest probability), `entropy` (negative entropy Σ p log p, from log-softmax so it is finite
+  where p underflows to 0, unlike the reference's NaN) and `bin_acc` (1 if the prediction is right; the
+  reference's `bi_acc`). Each is the mean over all training epochs of what the original model's own training
+  forward passes saw: the events `references.original()` records while it trains, so no extra pass and no
+  extra training run (the reference trains a second model from scratch for them). High values mean easy, so
+  the memorization level is the value **negated**.
+* `holdout` (RUM's `ho_ret`, `heldout_retrain.py`) — fine-tune a copy of the model on held-out data (SGD lr 0.1,
   momentum 0.9, weight decay 5e-4, no shuffling, no augmentation, up to 30 epochs, stop once the epoch's
   summed loss has not improved for 4 epochs) and score each training example by the symmetric KL between
   the model's and the fine-tuned copy's softmax, both in eval mode without augmentation (the reference keeps
@@ -19,9 +19,9 @@ The proxies of reference/algorithms.md §5, named as the `PROXIES` registry name
 
 One convention everywhere: `memorization()` returns levels, so low / mid / high mean the same thing for
 every proxy and RUM always runs low → mid → high (the reference inverts its retain sets for the learning-
-event proxies instead, §3.4 and §10.5).
+event proxies instead, yet its example script runs them low, mid, high).
 
-**Sequential requests (§3.5).** The reference re-scores later requests only for `ho_ret`: the hold-out
+**Sequential requests.** The reference re-scores later requests only for `ho_ret`: the hold-out
 proxies follow the model they are given (`Proxy.follows_model`): fine-tune the current model instead of the
 original. The learning-event proxies do not: for every request they are the **original model's recorded
 training events**, whatever model is given — there is no training run of an unlearned model to record, and
@@ -32,7 +32,7 @@ original (`model=None`), else the same four quantities from **one eval-mode pass
 training split (no augmentation). An eval-mode snapshot of a model that fits its training data is 1.0 or
 near it almost everywhere, so these tie far more (`bin_acc_current` is 0/1).
 
-**True memorization scores from a file** (§3.1, §12.7): the proxy name `scores:FILE`, FILE a `.npy`, or a
+**True memorization scores from a file** (as RUM loads them): the proxy name `scores:FILE`, FILE a `.npy`, or a
 `.npz` whose array `memorization` (Zhao et al.'s CIFAR-10 file), `tr_mem` (Feldman & Zhang's CIFAR-100 file)
 or `scores` is used, else its first array. It holds one memorization score (high = memorized) per example of
 the dataset's **official** training set in its official order (CIFAR: the 50,000 of the official batches;

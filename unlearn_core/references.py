@@ -3,7 +3,7 @@
 * `original(ws)` — trained on the whole training split, its learning events recorded (the proxies read them);
 * `retrain(ws, ids)` — retrained from scratch on train − ids: what unlearning should behave like (ToW's r);
 * `reference_metrics(ws, forget_ids, earlier)` — that retrain's accuracies and MIA on the sets of request j
-  of a sequence (retrained without F1 ∪ … ∪ Fj, scored on forget = Fj; reference §3.5).
+  of a sequence (retrained without F1 ∪ … ∪ Fj, scored on forget = Fj, as RUM's `--unlearn_step`).
 
 Every artifact's key is its kind plus `ws.identity()` plus what else determines it, so a second run, a
 resumed search, a prepare task on another node, or the study all find the same file.

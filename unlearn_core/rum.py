@@ -1,12 +1,12 @@
 """RUM (Zhao et al., 2024) as a registered meta-algorithm: refine a request by memorization, unlearn in stages.
 
-Refinement (reference/algorithms.md §3.2): by a memorization level (`proxies.memorization`, high =
+Refinement (the RUM code's fixed counts): by a memorization level (`proxies.memorization`, high =
 memorized) a request's forget set becomes three groups — low, mid, high. When the request was selected as
 a mix by the same proxy, its mix groups are used as they are (the reference's fixed counts select and
 refine at once); otherwise `split_by_score` splits the forget set into three parts by score (sizes as the mix:
 high and mid n//3, low the rest), ties in the request's seeded random order.
 
-Meta-algorithm (§3.3, §3.4): the groups are unlearned in three *stages*, low → mid → high, each with its own
+Meta-algorithm (RUM's `main_rum.py`): the groups are unlearned in three *stages*, low → mid → high, each with its own
 algorithm (`stage_algorithms()`: `none` and every registered `Unlearner`) and hyperparameters, each a complete
 run with a fresh optimizer that starts from the previous stage's model. During a stage the examples of later
 stages stay in the retain set: low: retain = D − L; mid: D − (L ∪ M); high: D − (L ∪ M ∪ H), and for
@@ -20,7 +20,7 @@ Differences from the reference, on purpose:
 
 * Levels are memorization levels for every proxy, so the order is low → high for all of them; the reference
   inverts the retain sets for learning-event proxies but its example script still runs them low, mid, high
-  (§3.4, §10.5).
+  (the later Unlearning_VTs code runs them high, mid, low).
 * The plan is validated as a whole before anything runs: a bad last stage does not waste the first two.
 * A SalUn stage ranks saliency on its own starting model (the previous stage's output), with the top share of
   |gradient| kept, as the SalUn authors define it; RUM's fork ranks on the original model and keeps the

@@ -3,7 +3,7 @@
 The paper's recipe (Table C.1; RUM:main_train.py): SGD lr 0.1, momentum 0.9, weight decay 5e-4, cosine
 schedule stepped per epoch, random crop + flip; CIFAR-10 30 epochs / batch 256, CIFAR-100 100 / 128.
 The same `train` trains the original (on the training split) and the retrained baseline (on a retain set),
-and can record the per-example learning events the memorization proxies need (reference §5.1) from the
+and can record the per-example learning events the memorization proxies need (RUM's learning events) from the
 training forward passes themselves — no second pass over the data.
 """
 from __future__ import annotations
@@ -101,7 +101,7 @@ def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T:
 
 @dataclass
 class LearningEvents:
-    """Per-example means over training epochs of what each training forward pass saw (reference §5.1).
+    """Per-example means over training epochs of what each training forward pass saw (RUM's learning events).
 
     All four are "high = easy = low memorization". `neg_entropy` is Σ p log p computed from log-softmax, so it
     is finite even where p underflows to 0 (the reference's unclamped version gives NaN there).

@@ -6,7 +6,6 @@ computations give identical parameters.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 

@@ -1,11 +1,9 @@
-"""Datasets on real data: scikit-learn's digits, CIFAR-10 subsets written by shared/data/make_cifar10.py in
-both on-disk layouts, and tiny CIFAR-100 pickles in the official layout written here."""
+"""Datasets on real data: scikit-learn's digits, and CIFAR-10 (in both on-disk layouts), CIFAR-100 and image
+folders written here in their official layouts."""
 from __future__ import annotations
 
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,6 @@ import pytest
 from unlearn_core.data import DATASETS, load_dataset, dataset_names, split_per_class
 from unlearn_core.errors import ConfigError, DataError
 
-SHARED_DATA = Path(__file__).parents[2].parent / "shared" / "data"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
@@ -111,17 +108,36 @@ def test_bad_split_seed():
 
 # ------------------------------------------------------------------------------------- CIFAR-10, real images
 
+def _write_cifar10(cifar: Path, folder: Path, per_class_train: int = 50, per_class_test: int = 10) -> None:
+    """The same noise images, CIFAR-10's per-channel mean and std, in both layouts: the official
+    `cifar-10-batches-py` pickles (5 training batches, bytes keys) under `cifar`, and PNGs in `train/<class>/`,
+    `test/<class>/` under `folder`."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    mean, std = np.array([0.4914, 0.4822, 0.4465]), np.array([0.2470, 0.2435, 0.2616])
+    batches = cifar / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for split, per, files in (("train", per_class_train, [f"data_batch_{i}" for i in range(1, 6)]),
+                              ("test", per_class_test, ["test_batch"])):
+        y = np.tile(np.arange(10), per)
+        x = np.clip(rng.normal(mean * 255, std * 255, (len(y), 32, 32, 3)), 0, 255).round().astype(np.uint8)
+        for part, idx in zip(files, np.array_split(np.arange(len(y)), len(files))):
+            data = x[idx].transpose(0, 3, 1, 2).reshape(len(idx), -1)  # rows: R plane, G plane, B plane
+            with open(batches / part, "wb") as f:
+                pickle.dump({b"data": data, b"labels": y[idx].tolist()}, f, protocol=2)
+        for i, (img, label) in enumerate(zip(x, y)):
+            out = folder / split / CIFAR10_CLASSES[label]
+            out.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(out / f"{i}.png")
+    with open(batches / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES]}, f, protocol=2)
+
+
 @pytest.fixture(scope="module")
 def cifar10_roots(tmp_path_factory):
-    script = SHARED_DATA / "make_cifar10.py"
-    if not script.is_file() or not (SHARED_DATA / "cifar10-jpeg.npz").is_file():
-        pytest.skip(f"{SHARED_DATA} has no make_cifar10.py / cifar10-jpeg.npz")
-    roots = {}
-    for layout in ("cifar", "imagefolder"):
-        root = tmp_path_factory.mktemp(f"c10_{layout}")
-        subprocess.run([sys.executable, str(script), str(root), "--layout", layout, "--train", "500", "--test", "100"],
-                       check=True, capture_output=True)
-        roots[layout] = root
+    roots = {layout: tmp_path_factory.mktemp(f"c10_{layout}") for layout in ("cifar", "imagefolder")}
+    _write_cifar10(roots["cifar"], roots["imagefolder"])
     return roots
 
 
@@ -152,7 +168,7 @@ def test_cifar10_imagefolder_layout_agrees(cifar10_pair):
     for a, b in ((d.train, f.train), (d.val, f.val), (d.test, f.test)):
         assert np.array_equal(np.bincount(a.y, minlength=10), np.bincount(b.y, minlength=10))
     _check_split(f)
-    # both writers pick the same 500 training images: the two readers must decode the same pixels and labels
+    # both layouts hold the same 500 training images: the two readers must decode the same pixels and labels
     def pairs(ds):
         x, y = _original(ds)
         return sorted((xi.tobytes(), int(yi)) for xi, yi in zip(x, y))

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from unlearn_core.errors import ConfigError
 from unlearn_core.models import MODELS, Normalize, create_model, model_names
 
-# Computed from the reference architectures (algorithms.md §6); a new architecture must add its counts here.
+# Computed from the reference architectures (torchvision's ResNet-18 / VGG-16-bn with a CIFAR stem); a new
+# architecture must add its counts here.
 EXPECTED_PARAMS = {
     "resnet18": {10: 11_173_962, 100: 11_220_132},
     "vgg16_bn": {10: 14_728_266, 100: 14_774_436},

@@ -1,4 +1,4 @@
-"""RUM: plan validation, memorization groups, §3.4 retain sets, chaining of stages, divergence (digits).
+"""RUM: plan validation, memorization groups, per-stage retain sets, chaining of stages, divergence (digits).
 
 RUM is a registered algorithm ("rum", params {"plan": [...], "proxy": ...}); these tests drive it either
 through the run driver (`run.start`, a mix forget set whose groups come from `forget.mix_groups`) or
@@ -6,7 +6,6 @@ directly as `rum.Rum(model, Request(...), cfg)` with hand-made groups, epoch by 
 """
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -111,7 +110,8 @@ BAD_PLANS = [
     ([NONE, NONE], r"list of 3 steps .* got 2 steps"),
     ({"low": NONE}, "list of 3 steps"),
     ([NONE, NONE, "scrub"], "high step must be a mapping"),
-    ([NONE, {"algorithm": "sallun", "params": {}}, NONE], r"mid step: unknown algorithm 'sallun'; valid: none, finetune"),
+    ([NONE, {"algorithm": "sallun", "params": {}}, NONE],
+     r"mid step: unknown algorithm 'sallun'; valid: none, finetune"),
     ([NONE, {"params": {}}, NONE], "mid step has no 'algorithm'"),
     ([{"algorithm": "none", "params": {"lr": 0.1}}, NONE, NONE], "low step runs 'none', which takes no params"),
     ([NONE, {**FT, "epochs": 3}, NONE], r"mid step has unknown key\(s\) epochs"),
@@ -231,7 +231,8 @@ def full_run(ws, groups, exclude):
 
 
 def test_stage_sets_follow_the_reference(ws, groups, exclude, full_run):
-    """§3.4: low: D − L; mid: D − (L ∪ M); high: D − (L ∪ M ∪ H); and minus the earlier request."""
+    """Retain sets (the RUM code's --sequential rule): low: D − L; mid: D − (L ∪ M); high: D − (L ∪ M ∪ H);
+    and minus the earlier request."""
     _, subs, seen = full_run
     everything = np.arange(len(ws.train))
     assert len(seen) == 3

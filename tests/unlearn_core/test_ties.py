@@ -59,7 +59,7 @@ def test_seed_is_required_and_checked():
 
 def test_mix_groups_differ_across_seeds_and_are_not_id_runs():
     groups = {s: mix_groups(BLOCKS, 90, seed=s) for s in (0, 1, 2)}
-    for s, (low, mid, high) in groups.items():
+    for low, mid, high in groups.values():
         assert [len(low), len(mid), len(high)] == [30, 30, 30]
         assert set(BLOCKS[high]) == {1.0} and set(BLOCKS[low]) == {0.0}
         for g in (low, mid, high):
