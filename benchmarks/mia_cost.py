@@ -77,8 +77,9 @@ def real_logits(args) -> tuple[dict, dict] | None:
 
     folder = Path(args.data_dir)
     if not (folder / "cifar-10-batches-py" / "test_batch").is_file():
-        print(f"skipped: no CIFAR-10 (cifar-10-batches-py) under {folder}. Write it with\n"
-              f"  python ../shared/data/make_cifar10.py {args.data_dir} --layout cifar")
+        print(f"skipped: no CIFAR-10 (cifar-10-batches-py) under {folder}. Fetch it (torchvision) with\n"
+              f"  python -c \"from unlearn_core.data import load_dataset; "
+              f"load_dataset('cifar10', '{args.data_dir}', download=True)\"")
         return None
     ds = load_dataset("cifar10", folder)
     n = min(args.train_n, len(ds.train))

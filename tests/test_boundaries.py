@@ -1,5 +1,6 @@
-"""The dependency direction of DESIGN.md: unlearn_core imports neither ray nor optuna; search_spaces imports
-neither torch, ray nor unlearn_core. Checked in a fresh interpreter, so nothing imported by other tests counts."""
+"""The dependency direction (docs/architecture.md): unlearn_core imports neither ray nor optuna; search_spaces
+imports neither torch, ray nor unlearn_core. Checked in a fresh interpreter, so nothing imported by other tests
+counts."""
 import subprocess
 import sys
 from pathlib import Path

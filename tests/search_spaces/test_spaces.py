@@ -206,7 +206,7 @@ def test_paper_config_rows():
     assert paper_config("scrub", "cifar10", "resnet18")["lr"] == 0.01
 
 
-# --- the paper protocol: paper points are what the paper ran (README "Paper protocol") ---------------------------
+# --- the paper protocol: paper points are what the paper ran (docs/protocol.md) ----------------------------------
 
 # Table C.2 as printed (alpha, gamma, max steps; 10 unlearn epochs at lr 0.01), copied from the paper's Appendix C.
 TABLE_C2 = {
