@@ -130,7 +130,7 @@ def main(argv=None) -> int:
             for alg, arch, aug in jobs:
                 name = f"{alg}/{arch}" + ("+augment" if aug else "")
                 log(f"[P1] project pipeline {name} ...")
-                r = section(res, f"p1 {name}", lambda: throughput.measure_project(
+                r = section(res, f"p1 {name}", lambda alg=alg, arch=arch, aug=aug: throughput.measure_project(
                     alg, arch, retain, forget, hyp, device, augment=aug, seed=args.seed))
                 p1["project"][name] = r if r is not None else {"error": res["errors"][f"p1 {name}"][:300]}
                 if r is not None:
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
             n_retain = hyp["data"]["retain"]
             for arch in workload.ARCHS:
                 log(f"[P1] classic baseline {arch} (DataLoader, {nw} workers, fp32) ...")
-                r = section(res, f"baseline {arch}", lambda: measure_classic(
+                r = section(res, f"baseline {arch}", lambda arch=arch: measure_classic(
                     arch, x_tr[:n_retain], y_tr[:n_retain], hyp, device, nw, args.seed))
                 p1["classic"][arch] = r if r is not None else {"error": res["errors"][f"baseline {arch}"][:300]}
                 if r is not None:

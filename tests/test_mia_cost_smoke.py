@@ -1,4 +1,5 @@
-"""`benchmarks/mia_cost.py --tiny` runs end to end: both precisions, the table and the JSON line (figures not judged)."""
+"""`benchmarks/mia_cost.py --tiny` runs end to end: both precisions, the table and the JSON line
+(figures not judged)."""
 from __future__ import annotations
 
 import json

@@ -79,7 +79,6 @@ def test_a_second_request_adds_its_smaller_retain_set():
 
 
 def test_proxies_scale_only_rum_and_its_evaluations():
-    one = seconds(sc.estimate_study(COSTS, SMALL))
     five = seconds(sc.estimate_study(COSTS, dataclasses.replace(SMALL, proxies=5)))
     assert five["scrub_rum"] == pytest.approx(5 * 27.3)
     assert five["eval"] == pytest.approx(1.0 * (1 + 1 + 5))
