@@ -45,10 +45,11 @@ def _prepare_one(spec: ExperimentSpec, dataset, cpus: float, proxies: Sequence[s
     rec = start(spec, "finetune", {"epochs": 0}, ws, requests=requests if shared else 1,
                 ranking_model=ranking_model, views=("selection", "report")).run()
     first = rec["requests"][0]["retrain"]
-    report = {"spec": dataclasses.asdict(spec), "original_seconds": float(orig["seconds"]),
+    report = {"spec": {**dataclasses.asdict(spec), **ws.numerics.record()}, "original_seconds": float(orig["seconds"]),
               "retrain_seconds": rec["retrain_seconds"], "wall_seconds": time.perf_counter() - t0,
               "retrain": {k: first[k] for k in ("forget_acc", "retain_acc", "test_acc", "mia")}}
-    ws.store.save("prepared", records.prepared_key(spec, dataset, proxies, requests, ranking_model), report)
+    ws.store.save("prepared", records.prepared_key(spec, dataset, proxies, requests, ranking_model, ws.device.type),
+                  report)
     return report
 
 
@@ -60,7 +61,8 @@ def prepare(specs: Sequence[ExperimentSpec], datasets: dict, *, cpus: float, gpu
     proxies = tuple(proxies)
     out, todo = [], []
     for s in specs:
-        key = records.prepared_key(s, datasets[s.dataset], proxies, requests, ranking_model)
+        device = s.device or ("cuda" if gpus > 0 else "cpu")  # where the task will run (it keys by what it finds)
+        key = records.prepared_key(s, datasets[s.dataset], proxies, requests, ranking_model, device)
         rep = records.load(s, "prepared", key)
         if rep is None:
             todo.append(s)

@@ -78,6 +78,8 @@ class SearchSettings:
     requests: int = 1
     ranking_model: str = "retrain"
     device: Optional[str] = None
+    precision: Optional[str] = None      # None: the trials' device's (records key on it as resolved there)
+    memory_format: Optional[str] = None
     # The search
     objective: str = field(default="both", metadata=flag(
         "search", "maximize ToW, ToW-MIA, or both (multi-objective, Pareto front)", choices=SEARCH_OBJECTIVES))
@@ -132,7 +134,8 @@ class SearchSettings:
         return ExperimentSpec(dataset=dataset, arch=arch, width=self.width, seed=seed, split_seed=self.split_seed,
                               forget=self.forget, forget_size=self.forget_size, forget_classes=self.forget_classes,
                               proxy=self.proxy, data_dir=self.data_dir, store=self.store, device=self.device,
-                              train_epochs=self.train_epochs)
+                              train_epochs=self.train_epochs, precision=self.precision,
+                              memory_format=self.memory_format)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -272,7 +272,8 @@ def run_study(a) -> int:
         return ExperimentSpec(dataset=c.dataset, arch=c.arch, width=settings["width"], seed=c.seed,
                               split_seed=a.split_seed, forget=settings["forget"], forget_size=settings["forget_size"],
                               forget_classes=tuple(settings["forget_classes"]), proxy=c.proxy or "confidence",
-                              data_dir=a.data_dir, store=store, device=a.device, train_epochs=settings["train_epochs"])
+                              data_dir=a.data_dir, store=store, device=a.device, train_epochs=settings["train_epochs"],
+                              precision=a.precision, memory_format=a.memory_format)
 
     # Every parameter set is checked before Ray starts: a bad config is one line, not a failed task.
     params = {c: method_params(c.base, c.rum, c.dataset, c.arch, configs, preset["epochs_scale"]) for c in cells}

@@ -129,7 +129,7 @@ _ROWS = (("forget_acc", "forget acc (%)", "{:.2f}"), ("retain_acc", "retain acc 
 
 
 def format_table(rec: dict) -> str:
-    """The record for people: unlearned vs retrained side by side, then ToW / ToW-MIA, seconds, device."""
+    """The record for people: unlearned vs retrained side by side, then ToW / ToW-MIA, seconds, device, numerics."""
     s = rec["spec"]
     forget = (f"{s['forget_size']} random examples" if s["forget"] == "random"
               else f"classes {','.join(map(str, s['forget_classes']))} ({s['forget_size']} examples)")
@@ -157,6 +157,7 @@ def format_table(rec: dict) -> str:
     else:
         shown = host if host.startswith("cpu") else dev
     lines.append(f"{'device':<16}{shown}")
+    lines.append(f"{'numerics':<16}{s.get('precision')}, {s.get('memory_format')}")
     lines.append(f"{'versions':<16}torch {env.get('torch')}, numpy {env.get('numpy')}, "
                  f"scikit-learn {env.get('sklearn')}, python {env.get('python')}")
     return "\n".join(lines)
@@ -190,8 +191,9 @@ def format_requests(rec: dict) -> str:
               f"unlearning {rec['unlearn_seconds']:.1f}s vs retraining {rec['retrain_seconds']:.1f}s"]
     if rec.get("diverged"):
         lines.append(f"DIVERGED in request {rec['diverged']['request']}: {rec['diverged'].get('reason')}")
-    env = rec.get("env", {})
-    lines.append(f"device {env.get('device')}; torch {env.get('torch')}")
+    env, spec = rec.get("env", {}), rec.get("spec", {})
+    lines.append(f"device {env.get('device')}; {spec.get('precision')}, {spec.get('memory_format')}; "
+                 f"torch {env.get('torch')}")
     return "\n".join(lines)
 
 

@@ -7,11 +7,13 @@ few CPUs, so worker processes would be the bottleneck. The same code runs on the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .numerics import Numerics
 
 
 def device_tensor(a: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -19,12 +21,6 @@ def device_tensor(a: np.ndarray | torch.Tensor, device: torch.device | str) -> t
     if isinstance(a, torch.Tensor):
         return a.to(device)
     return torch.tensor(np.ascontiguousarray(a), device=device)
-
-
-def to_input(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images → float in [0, 1]; channels_last on CUDA (faster convolutions under bf16 autocast)."""
-    x = x.float().div_(255)
-    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
 
 
 def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -50,21 +46,32 @@ def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -
 
 @dataclass
 class DeviceData:
-    """Images (uint8 N×C×H×W) and labels of one set, resident on one device, with their example ids."""
+    """Images (uint8 N×C×H×W) and labels of one set, resident on one device, with their example ids.
+
+    `numerics` (precision and memory format; None: the device's defaults) is what its batches are computed in:
+    every loop that draws batches from a set (training, each unlearner) reads it there, so a set and the
+    computation on it cannot disagree. Subsets and relabelled copies keep it.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     ids: torch.Tensor  # example ids (positions in the training split) — lets callers record per-example events
+    numerics: Optional[Numerics] = None
+
+    def __post_init__(self):
+        if self.numerics is None:
+            self.numerics = Numerics.resolve(self.x.device)
 
     @classmethod
-    def from_arrays(cls, x: np.ndarray, y: np.ndarray, device, ids: np.ndarray | None = None) -> "DeviceData":
+    def from_arrays(cls, x: np.ndarray, y: np.ndarray, device, ids: np.ndarray | None = None,
+                    numerics: Optional[Numerics] = None) -> "DeviceData":
         ids = np.arange(len(y)) if ids is None else ids
         return cls(device_tensor(x, device), device_tensor(np.asarray(y, dtype=np.int64), device),
-                   device_tensor(np.asarray(ids, dtype=np.int64), device))
+                   device_tensor(np.asarray(ids, dtype=np.int64), device), numerics)
 
     def subset(self, positions: np.ndarray | torch.Tensor) -> "DeviceData":
         p = torch.as_tensor(positions, device=self.x.device, dtype=torch.long)
-        return DeviceData(self.x[p], self.y[p], self.ids[p])
+        return DeviceData(self.x[p], self.y[p], self.ids[p], self.numerics)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -72,7 +79,8 @@ class DeviceData:
     def batches(self, batch_size: int, generator: torch.Generator, *, pad: int = 0, flip: bool = False,
                 shuffle: bool = True, drop_last: bool = False
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield (float input, labels, ids) batches: a seeded permutation per call, augmentation on the device.
+        """Yield (float input in `numerics`' memory format, labels, ids) batches: a seeded permutation per call,
+        augmentation on the device.
 
         A trailing batch of a single example joins the batch before it (which then has batch_size + 1):
         BatchNorm cannot train on one example whose feature map is 1×1 (VGG on 16×16 digits).
@@ -91,7 +99,7 @@ class DeviceData:
             x = self.x[idx]
             if pad or flip:
                 x = augment(x, pad, flip, generator)
-            yield to_input(x), self.y[idx], self.ids[idx]
+            yield self.numerics.input(x), self.y[idx], self.ids[idx]
 
 
 def make_generator(seed: int, device) -> torch.Generator:

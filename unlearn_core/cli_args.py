@@ -1,7 +1,8 @@
 """The experiment flags every CLI shares (`python -m unlearn_core run`, `tuner.search`, `tuner.study`), and the
 one argparse class they all use.
 
-`add_experiment_args(parser, defaults)` adds them — data, model, forget set, proxy, requests, store, device —
+`add_experiment_args(parser, defaults)` adds them — data, model, forget set, proxy, requests, store, device,
+precision, memory format —
 with `choices` taken from the registries and each default (and its text in --help) from its one source: a
 single run's are `ExperimentSpec`'s fields and `run.start`'s (`run_defaults()`), a search's its
 `SearchSettings`; a default that depends on the dataset is read from where it is decided (the recipes,
@@ -23,6 +24,7 @@ from .data import dataset_names
 from .dataset import DATA_DIR_ENV, DEFAULT_DATA_DIR
 from .errors import ConfigError
 from .models import model_names
+from .numerics import MEMORY_FORMATS, PRECISIONS, default_memory_format, default_precision
 from .proxies import PROXIES, absolute_proxy, check_proxy
 from .spec import FORGET_KINDS, RANKING_MODELS, ExperimentSpec, default_store
 
@@ -68,6 +70,11 @@ def by_dataset(value_of: Callable[[str], Any]) -> str:
     return "; ".join(f"{v} on {', '.join(names)}" for v, names in groups.items())
 
 
+def by_device(value_of: Callable[[str], str]) -> str:
+    """A per-device default in words, read from its source: 'bf16 on cuda, fp32 on cpu'."""
+    return ", ".join(f"{value_of(kind)} on {kind}" for kind in ("cuda", "cpu"))
+
+
 def run_defaults() -> dict:
     """The experiment flags' defaults of a single run (flag dest → value): `ExperimentSpec`'s fields and
     `run.start`'s requests and ranking model. --forget-classes stays None (only --forget class takes it)."""
@@ -88,7 +95,10 @@ def none_means() -> dict:
             "forget_classes": shown(ExperimentSpec().forget_classes),
             "data_dir": f"${DATA_DIR_ENV} or {DEFAULT_DATA_DIR}",
             "store": f"$UNLEARN_STORE or {default_store()}",
-            "device": "cuda when present, else cpu"}
+            "device": "cuda when present, else cpu",
+            "precision": by_device(default_precision),
+            "memory_format": by_device(default_memory_format)}
+
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -177,6 +187,9 @@ def add_experiment_args(p: argparse.ArgumentParser, defaults: Optional[Mapping[s
     add(g, "--store", "artifact store root, a folder or an fsspec URI such as s3://bucket/path",
         metavar="PATH_OR_URI")
     add(g, "--device", "torch device: cpu, cuda or cuda:N", metavar="DEVICE")
+    add(g, "--precision", "what forward passes compute in (training, unlearning, evaluation, the MIA's "
+                          "probabilities): fp32, or bf16 autocast; recorded with every result", choices=PRECISIONS)
+    add(g, "--memory-format", "layout of models and their inputs", choices=MEMORY_FORMATS)
 
 
 def check_forget_args(args: argparse.Namespace) -> None:
@@ -198,7 +211,8 @@ def spec_from_args(args: argparse.Namespace, *, dataset: Optional[str] = None, a
     return ExperimentSpec(dataset=dataset or args.dataset, arch=arch or args.arch, width=args.width, seed=seed,
                           split_seed=args.split_seed, forget=args.forget, forget_size=args.forget_size,
                           proxy=args.proxy, data_dir=args.data_dir, store=store or args.store, device=args.device,
-                          train_epochs=args.train_epochs, **extra)
+                          train_epochs=args.train_epochs, precision=args.precision,
+                          memory_format=args.memory_format, **extra)
 
 
 def check_device(device: Optional[str]) -> None:

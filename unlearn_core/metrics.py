@@ -7,7 +7,8 @@ deliberate differences, both documented where they live:
 * the modified-entropy feature is the correct Song & Mittal formula (per-row true label, log(1 − p) for
   the other classes), not the reference's buggy one. It does not affect the reported `confidence` attack.
 
-Split of work: `predict_probs` runs on the model's device (bf16 autocast on CUDA); everything after it
+Split of work: `predict_probs` runs on the model's device (in the experiment's precision and memory format,
+`numerics.Numerics`: bf16 + channels_last by default on CUDA); everything after it
 (`mia_features`, `svc_mia`) is numpy / scikit-learn on the CPU, so a caller may run the SVC in a thread
 while the GPU goes on (scikit-learn's libsvm wrapper releases the GIL while it fits).
 
@@ -15,9 +16,8 @@ Never imports ray or optuna.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from scipy import stats
 from sklearn.svm import SVC
 
 from .errors import ConfigError
+from .numerics import Numerics
 
 # The five attacks of the reference, in its order. `confidence` is the one reported as `mia` (RUM's ToW-MIA uses it).
 ATTACKS: tuple[str, ...] = ("correctness", "confidence", "entropy", "m_entropy", "prob")
@@ -41,32 +42,28 @@ _LOG_FLOOR = 1e-30  # probabilities are clamped here before log, as in the refer
 # --------------------------------------------------------------------------------------------------
 
 def predict_probs(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
-                  log: bool = False) -> torch.Tensor:
+                  log: bool = False, numerics: Optional[Numerics] = None) -> torch.Tensor:
     """Softmax outputs (float32, N×classes, on x's device) of `model` in eval mode.
 
     `x` is a uint8 N×C×H×W tensor (converted to [0, 1] floats one batch at a time, so the whole set
-    never exists as float32); float inputs are used as they are. On CUDA the forward runs under bf16
-    autocast with channels_last inputs. The model's previous train/eval mode is restored afterwards.
+    never exists as float32); float inputs are used as they are. The forward runs in `numerics`' precision
+    and memory format (None: the defaults of x's device, bf16 + channels_last on CUDA). The model's previous
+    train/eval mode is restored afterwards.
     The result is made under `torch.inference_mode()`: read it, do not update it in place or backprop.
     With `log`, log-softmax instead: finite where a probability underflows to 0 (entropies, KLs).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    cuda = x.is_cuda
+    numerics = numerics or Numerics.resolve(x.device)
     was_training = model.training
     model.eval()
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     out = []
     try:
-        with torch.inference_mode(), amp:
+        with torch.inference_mode(), numerics.autocast():
             # At least one forward, so an empty set still yields an N×classes (0×classes) tensor.
             for i in range(0, max(len(x), 1), batch_size):
-                xb = x[i:i + batch_size]
-                xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
-                if cuda:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
                 # Softmax in float32: bf16 probabilities would be too coarse for the MIA features.
-                logits = model(xb).float()
+                logits = model(numerics.input(x[i:i + batch_size])).float()
                 out.append(torch.log_softmax(logits, dim=1) if log else torch.softmax(logits, dim=1))
     finally:
         model.train(was_training)
@@ -211,8 +208,10 @@ def svc_mia(probs_shadow_in, y_in, probs_shadow_out, y_out, probs_target, y_targ
 
 def model_mia(model: torch.nn.Module, retain_x: torch.Tensor, retain_y, test_x: torch.Tensor, test_y,
               forget_x: torch.Tensor, forget_y, *, seed: int,
-              attacks: Iterable[str] = (REPORTED_ATTACK,), batch_size: int = 1024) -> dict[str, float]:
-    """The project's SVC MIA on the forget set: attack name → non-member fraction (0–1).
+              attacks: Iterable[str] = (REPORTED_ATTACK,), batch_size: int = 1024,
+              numerics: Optional[Numerics] = None) -> dict[str, float]:
+    """The project's SVC MIA on the forget set: attack name → non-member fraction (0–1); the predictions in
+    `numerics` (see `predict_probs`).
 
     Shadow members are a **seeded random sample of |test| retain examples** (all of the retain set when
     it is smaller than the test set); non-members are the test set; the target is the forget set. The
@@ -230,10 +229,13 @@ def model_mia(model: torch.nn.Module, retain_x: torch.Tensor, retain_y, test_x: 
         shadow_y = retain_y[pick_t] if isinstance(retain_y, torch.Tensor) else np.asarray(retain_y)[pick]
     else:
         shadow_x, shadow_y = retain_x, retain_y
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return predict_probs(model, x, batch_size=batch_size, numerics=numerics)
+
     return svc_mia(
-        predict_probs(model, shadow_x, batch_size=batch_size), shadow_y,
-        predict_probs(model, test_x, batch_size=batch_size), test_y,
-        predict_probs(model, forget_x, batch_size=batch_size), forget_y,
+        predict(shadow_x), shadow_y,
+        predict(test_x), test_y,
+        predict(forget_x), forget_y,
         attacks=attacks, seed=seed,
     )
 
@@ -308,18 +310,19 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
 
 def evaluate(model: torch.nn.Module, splits: Mapping[str, tuple], *, mia_sets: Mapping[str, tuple] | None = None,
              seed: int, attacks: Iterable[str] = (REPORTED_ATTACK,), batch_size: int = 1024,
-             cache: dict | None = None) -> dict[str, float]:
+             cache: dict | None = None, numerics: Optional[Numerics] = None) -> dict[str, float]:
     """Accuracy of every named split (`{"forget": (x, y), ...}` → `forget_acc`, ...) and, when `mia_sets`
     (keys `retain`, `test` — the non-members —, `forget`, each (x, y)) are given, `mia` (the `confidence`
     attack) plus `mia_<attack>` for every attack in `attacks`. `cache` (a dict the caller keeps) lets several
-    calls on the same model and the same image tensors predict each of them once.
+    calls on the same model and the same image tensors predict each of them once. Predictions are made in
+    `numerics` (see `predict_probs`).
     """
     out: dict[str, float] = {}
     probs: dict[int, torch.Tensor] = {} if cache is None else cache  # by id of the images: predicted once
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         if id(x) not in probs:
-            probs[id(x)] = predict_probs(model, x, batch_size=batch_size)
+            probs[id(x)] = predict_probs(model, x, batch_size=batch_size, numerics=numerics)
         return probs[id(x)]
 
     for name, (x, y) in splits.items():

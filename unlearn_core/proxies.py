@@ -146,9 +146,10 @@ def weights_sha(model: nn.Module) -> str:
     return h.hexdigest()[:24]
 
 
-def log_probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Log-softmax outputs (N×C float32) in eval mode: finite where p underflows to 0 (entropies, KLs)."""
-    return predict_probs(model, x, log=True)
+def log_probs(model: nn.Module, data: DeviceData) -> torch.Tensor:
+    """Log-softmax outputs (N×C float32) on `data` in eval mode, in its numerics: finite where p underflows to 0
+    (entropies, KLs)."""
+    return predict_probs(model, data.x, log=True, numerics=data.numerics)
 
 
 def symmetric_kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
@@ -172,7 +173,7 @@ def holdout_finetune(model: nn.Module, data: DeviceData, cfg: HoldoutConfig, *, 
     for epoch in range(cfg.max_epochs):
         total = torch.zeros((), device=device)
         for x, y, _ in data.batches(batch_size, gen, shuffle=False):
-            _, loss = ce_step(ft, opt, x, y)
+            _, loss = ce_step(ft, opt, x, y, data.numerics)
             total += loss.detach()
         epochs = epoch + 1
         v = total.item()
@@ -196,7 +197,7 @@ def _raw_from_events(ws: Workspace, proxy: Proxy) -> np.ndarray:
 
 
 def _raw_from_pass(ws: Workspace, proxy: Proxy, model: nn.Module) -> np.ndarray:
-    vals = event_values(log_probs(model, ws.train.x), ws.train.y)
+    vals = event_values(log_probs(model, ws.train), ws.train.y)
     return vals[proxy.event].double().cpu().numpy()
 
 
@@ -205,7 +206,7 @@ def _raw_holdout(ws: Workspace, proxy: Proxy, model: nn.Module) -> tuple[np.ndar
     cfg = proxy.holdout
     ft, epochs = holdout_finetune(model, data, cfg, batch_size=cfg.batch_size or ws.recipe.batch_size,
                                   seed=ws.spec.seed)
-    kl = symmetric_kl(log_probs(model, ws.train.x), log_probs(ft, ws.train.x))
+    kl = symmetric_kl(log_probs(model, ws.train), log_probs(ft, ws.train))
     return kl.double().cpu().numpy(), epochs
 
 

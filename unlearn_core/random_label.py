@@ -57,7 +57,7 @@ class RandomLabel(Unlearner):
             raise ConfigError(f"random labels need the dataset's number of classes (>= 2), got {self.num_classes}")
         # forget first, then retain: the first len(forget) positions are the ones relabelled each epoch
         self.joint = DeviceData(torch.cat([forget.x, retain.x]), torch.cat([forget.y, retain.y]),
-                                torch.cat([forget.ids, retain.ids]))
+                                torch.cat([forget.ids, retain.ids]), retain.numerics)
         self.forget_labels: Optional[torch.Tensor] = None  # the labels of the last epoch (for inspection)
 
     @classmethod
@@ -71,7 +71,7 @@ class RandomLabel(Unlearner):
         n = len(self.forget)
         labels = torch.randint(0, self.num_classes, (n,), device=self.device, generator=self.gen_forget)
         self.forget_labels = labels
-        return DeviceData(self.joint.x, torch.cat([labels, self.joint.y[n:]]), self.joint.ids)
+        return DeviceData(self.joint.x, torch.cat([labels, self.joint.y[n:]]), self.joint.ids, self.numerics)
 
     def run_epoch(self, epoch: int) -> dict:
         self.model.train()

@@ -276,9 +276,10 @@ class Rum:
     def _close(self) -> None:
         ws = self.request.ws
         acc = {}
+        finite = weights_finite(self.model)
         for level, g in zip(LEVELS, self.groups):
             d = ws.train.subset(g)
-            acc[level] = accuracy(predict_probs(self.model, d.x), d.y) if weights_finite(self.model) else float("nan")
+            acc[level] = accuracy(predict_probs(self.model, d.x, numerics=d.numerics), d.y) if finite else float("nan")
         self.records[-1]["group_acc"] = acc
         self.inner, self.stage = None, self.stage + 1
 

@@ -107,7 +107,8 @@ def request_record(state: RequestState, v: Optional[dict], extra: dict, *, numbe
 
 def run_record(run) -> dict:
     """The record of `run` (a `run.Run`): per-request records under `requests`, the means over all k requests
-    (a diverged request, and every request after it, scores 0), totals, the method, spec, seed and environment.
+    (a diverged request, and every request after it, scores 0), totals, the method, spec (its width, precision
+    and memory format as resolved), seed and environment.
     With one request its fields are also at the top level, as a single experiment's record."""
     k, spec, records, views = run.requests, run.spec, run.records, run.views
     out = {
@@ -123,7 +124,7 @@ def run_record(run) -> dict:
         "params": run.method.params,
         "ranking_model": run.ranking_model,
         "seed": spec.seed,
-        "spec": {**dataclasses.asdict(spec), "width": run.ws.width,
+        "spec": {**dataclasses.asdict(spec), "width": run.ws.width, **run.ws.numerics.record(),
                  "forget_size": (len(run.fixed_ids) if run.fixed_ids is not None else
                                  None if spec.forget == "class" else spec.resolved_forget_size)},
         "env": environment(),

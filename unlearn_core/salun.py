@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from .batching import DeviceData
 from .errors import ConfigError
 from .random_label import RandomLabel, RandomLabelConfig
-from .training import autocast
 from .unlearning import ALGORITHMS
 
 
@@ -52,7 +51,7 @@ def saliency_mask(model: nn.Module, forget: DeviceData, ratio: float, batch_size
     model.eval()
     model.zero_grad(set_to_none=True)
     for x, y, _ in forget.batches(batch_size, None, shuffle=False):
-        with autocast(x.device):
+        with forget.numerics.autocast():
             logits = model(x)
         F.cross_entropy(logits.float(), y).backward()  # .grad sums the batches' gradients, as the reference
     params = list(model.named_parameters())

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import ConfigError
-from .training import autocast, kl_to_teacher
+from .training import kl_to_teacher
 from .unlearning import ALGORITHMS, Unlearner, check_positive
 
 
@@ -79,7 +79,7 @@ class Scrub(Unlearner):
         return self.epoch > self.cfg.max_steps or self.epoch >= self.epochs
 
     def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), autocast(self.device):
+        with torch.no_grad(), self.numerics.autocast():
             return self.teacher(x)
 
     def run_epoch(self, epoch: int) -> dict:
@@ -90,7 +90,7 @@ class Scrub(Unlearner):
             worst = torch.zeros((), device=self.device)
             total, steps = torch.zeros((), device=self.device), 0
             for x, _, _ in self.forget_batches(cfg.forget_batch_size):
-                with autocast(self.device):
+                with self.numerics.autocast():
                     s = self.model(x)
                 kl = kl_to_teacher(s, self._teacher_logits(x), T)
                 self.sgd_step(-kl)
@@ -103,7 +103,7 @@ class Scrub(Unlearner):
         worst = torch.zeros((), device=self.device)
         total, steps = torch.zeros((), device=self.device), 0
         for x, y, _ in self.retain_batches(cfg.retain_batch_size):
-            with autocast(self.device):
+            with self.numerics.autocast():
                 s = self.model(x)
             loss = cfg.gamma * torch.nn.functional.cross_entropy(s.float(), y)
             if cfg.alpha:

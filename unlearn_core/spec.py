@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .errors import ConfigError
+from .numerics import check_numerics
 
 # Width-reduced models where full width is pointless (8×8 digits upsampled to 16×16) or too slow on a CPU.
 DEFAULT_WIDTH = {"digits": 0.125}  # ResNet-18 still reaches ~99 % test accuracy on digits; a search fits in 3 min
@@ -40,6 +41,8 @@ class ExperimentSpec:
     store: Optional[str] = None            # artifact store root (folder or fsspec URI)
     device: Optional[str] = None
     train_epochs: Optional[int] = None     # override the recipe's epochs (tests, quick runs)
+    precision: Optional[str] = None        # fp32 | bf16; None → the device's (bf16 on CUDA, fp32 on the CPU)
+    memory_format: Optional[str] = None    # contiguous | channels_last; None → the device's (channels_last on CUDA)
 
     def __post_init__(self):
         if self.forget not in FORGET_KINDS:
@@ -50,6 +53,7 @@ class ExperimentSpec:
             raise ConfigError(f"forget_size must be >= 1, got forget_size={self.forget_size}")
         if self.train_epochs is not None and self.train_epochs < 1:
             raise ConfigError(f"train_epochs must be >= 1, got train_epochs={self.train_epochs}")
+        check_numerics(self.precision, self.memory_format)
         object.__setattr__(self, "forget_classes", tuple(int(c) for c in self.forget_classes))
 
     @property

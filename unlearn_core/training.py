@@ -8,7 +8,6 @@ training forward passes themselves — no second pass over the data.
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from .batching import DeviceData, make_generator
 from .errors import ConfigError
+from .numerics import Numerics
 
 
 @dataclass(frozen=True)
@@ -72,19 +72,9 @@ def pick_device(device: Optional[str] = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move to `device`; on CUDA use channels_last (faster bf16 convolutions) and let cuDNN pick kernels."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: autotuning pays back after a few batches
-        return model.to(device, memory_format=torch.channels_last)
-    return model.to(device)
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (≈1.2–2× on convs, no loss scaling needed); full fp32 on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def prepare_model(model: nn.Module, device: torch.device, numerics: Optional[Numerics] = None) -> nn.Module:
+    """Move to `device` in `numerics`' memory format (None: the device's defaults: channels_last on CUDA)."""
+    return (numerics or Numerics.resolve(device)).place(model, device)
 
 
 def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
@@ -150,9 +140,9 @@ class TrainResult:
 EpochCallback = Callable[[int, dict], None]
 
 
-def ce_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
-    """One supervised SGD step (forward under autocast, cross-entropy in fp32); returns (logits, loss)."""
-    with autocast(x.device):
+def ce_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, numerics: Numerics):
+    """One supervised SGD step (forward in `numerics`' precision, cross-entropy in fp32); returns (logits, loss)."""
+    with numerics.autocast():
         logits = model(x)
     loss = F.cross_entropy(logits.float(), y)
     opt.zero_grad(set_to_none=True)
@@ -168,7 +158,7 @@ def train(model: nn.Module, data: DeviceData, cfg: TrainConfig, *, seed: int, pa
 
     `pad`/`flip` are the dataset's augmentation (used when cfg.augment). With `record_events`, learning events
     are recorded per example id (ids < `num_ids`, default len(data)). `on_epoch(epoch, {"loss", "lr"})` is
-    called after every epoch (one host sync per epoch, for progress).
+    called after every epoch (one host sync per epoch, for progress). The forward passes run in `data.numerics`.
     """
     device = data.x.device
     gen = make_generator(seed, device)
@@ -183,7 +173,7 @@ def train(model: nn.Module, data: DeviceData, cfg: TrainConfig, *, seed: int, pa
         loss_sum = torch.zeros((), device=device)
         steps = 0
         for x, y, ids in data.batches(cfg.batch_size, gen, pad=pad, flip=flip):
-            logits, loss = ce_step(model, opt, x, y)
+            logits, loss = ce_step(model, opt, x, y, data.numerics)
             if recorder is not None:
                 recorder.add(logits.detach(), y, ids)
             loss_sum += loss.detach()

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .batching import DeviceData, make_generator
 from .errors import ConfigError, LossDiverged
 from .registry import Registry
-from .training import autocast, sgd
+from .training import sgd
 
 # The registration, timm style: the modules of the algorithms, each of which registers its algorithm at its
 # definition (`@ALGORITHMS.register`). The one list of them: every user of ALGORITHMS (CLIs, run driver, RUM's
@@ -90,6 +90,7 @@ class Unlearner:
         self.model, self.forget, self.retain, self.cfg = model, forget, retain, cfg
         self.pad, self.flip = (pad, flip) if getattr(cfg, "augment", False) else (0, False)
         self.device = retain.x.device
+        self.numerics = retain.numerics  # precision and memory format of every forward pass (the sets' own)
         self.gen_retain = make_generator(seed, self.device)
         self.gen_forget = make_generator(seed + 1, self.device)
         self.opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -156,7 +157,7 @@ class Unlearner:
         return self.forget.batches(batch_size, self.gen_forget, pad=self.pad, flip=self.flip)
 
     def forward_ce(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with autocast(self.device):
+        with self.numerics.autocast():
             logits = self.model(x)
         return F.cross_entropy(logits.float(), y)
 

@@ -1,4 +1,4 @@
-"""`Workspace`: one experiment's data on the device, its artifact store and its training recipe.
+"""`Workspace`: one experiment's data on the device, its numerics, its artifact store and its training recipe.
 
 A workspace is what every run on one (dataset, arch, width, seed) shares. It knows how to make a fresh model,
 which examples a forget set leaves to retain, and how to evaluate a model on those sets. Building and caching
@@ -19,6 +19,7 @@ from .errors import ConfigError
 from .forget import retain_ids, validate_ids
 from .metrics import evaluate
 from .models import create_model
+from .numerics import Numerics
 from .spec import ExperimentSpec, default_store
 from .training import TrainConfig, pick_device, prepare_model, recipe_for
 
@@ -45,18 +46,22 @@ class Workspace:
         self.spec, self.log = spec, log
         self.data = dataset if dataset is not None else load_dataset(spec.dataset, spec.data_dir, spec.split_seed)
         self.device = pick_device(spec.device)
-        d = self.data
-        self.train = DeviceData.from_arrays(d.train.x, d.train.y, self.device)
-        self.val = DeviceData.from_arrays(d.val.x, d.val.y, self.device)
-        self.test = DeviceData.from_arrays(d.test.x, d.test.y, self.device)
+        # Precision and memory format, resolved here once: every set, model and evaluation of the workspace uses it.
+        self.numerics = Numerics.resolve(self.device, spec.precision, spec.memory_format)
+        d, n = self.data, self.numerics
+        self.train = DeviceData.from_arrays(d.train.x, d.train.y, self.device, numerics=n)
+        self.val = DeviceData.from_arrays(d.val.x, d.val.y, self.device, numerics=n)
+        self.test = DeviceData.from_arrays(d.test.x, d.test.y, self.device, numerics=n)
         self.store = ArtifactStore(spec.store or default_store())
         self.recipe: TrainConfig = recipe_for(spec.dataset, epochs=spec.train_epochs)
         self.width = spec.resolved_width
 
     def identity(self) -> dict:
-        """What determines every model trained here (part of each artifact's key)."""
+        """What determines every model trained here (part of each artifact's key): a bf16 original is not an fp32
+        one. The memory format is not part of it: it changes only how the same sums are laid out."""
         return {"data": self.data.fingerprint(), "arch": self.spec.arch, "width": self.width,
-                "recipe": dataclasses.asdict(self.recipe), "seed": self.spec.seed}
+                "recipe": dataclasses.asdict(self.recipe), "seed": self.spec.seed,
+                "precision": self.numerics.precision}
 
     def check_spec(self, spec: ExperimentSpec) -> None:
         """A run's spec must be this workspace's: same data, model, seed and recipe (forget fields may differ)."""
@@ -64,6 +69,9 @@ class Workspace:
                 if getattr(spec, f) != getattr(self.spec, f)]
         if spec.resolved_width != self.width:
             diff.append(("width", self.width, spec.resolved_width))
+        theirs = Numerics.resolve(self.device, spec.precision, spec.memory_format)
+        diff += [(f, getattr(self.numerics, f), getattr(theirs, f)) for f in ("precision", "memory_format")
+                 if getattr(theirs, f) != getattr(self.numerics, f)]
         if diff:
             raise ConfigError("the workspace was built for another experiment: "
                               + ", ".join(f"{f}={a!r} there, {b!r} in the spec" for f, a, b in diff))
@@ -72,7 +80,7 @@ class Workspace:
         torch.manual_seed(self.spec.seed)  # initial weights are part of what `seed` fixes
         d = self.data
         m = create_model(self.spec.arch, d.num_classes, in_chans=d.in_chans, width=self.width, mean=d.mean, std=d.std)
-        return prepare_model(m, self.device)
+        return prepare_model(m, self.device, self.numerics)
 
     def load_model(self, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
         m = self.new_model()
@@ -106,7 +114,7 @@ class Workspace:
             splits = {"forget": (forget.x, forget.y), "retain": (retain.x, retain.y), "val": (self.val.x, self.val.y)}
             if view == "report":
                 splits["test"] = (self.test.x, self.test.y)
-            got = evaluate(model, splits, seed=self.spec.seed, cache=cache,
+            got = evaluate(model, splits, seed=self.spec.seed, cache=cache, numerics=self.numerics,
                            mia_sets={"retain": (retain.x, retain.y), "test": (held.x, held.y),  # "test": non-members
                                      "forget": (forget.x, forget.y)} if mia else None)
             if view == "selection":

@@ -50,7 +50,7 @@ def test_a_stored_final_is_read_back_without_a_task(spec, data, ran):
 
 
 @pytest.mark.parametrize("change", ["params", "algorithm", "requests", "ranking_model", "device", "forget_size",
-                                    "train_epochs", "seed"])
+                                    "train_epochs", "seed", "precision"])
 def test_any_other_run_is_not_found(spec, data, ran, change):
     args = {"algorithm": "finetune", "params": PARAMS, "requests": 1, "ranking_model": "current", "device": "cpu"}
     s = dataclasses.replace(spec, seed=1)
@@ -64,6 +64,8 @@ def test_any_other_run_is_not_found(spec, data, ran, change):
         args["ranking_model"] = "retrain"
     elif change == "device":
         args["device"] = "cuda"
+    elif change == "precision":
+        s = dataclasses.replace(s, precision="bf16")
     else:
         s = dataclasses.replace(s, **{change: getattr(s, change) + 2})
     same = records.final_key(dataclasses.replace(spec, seed=1), data, "finetune", PARAMS, 1, "current", "cpu")
@@ -71,6 +73,20 @@ def test_any_other_run_is_not_found(spec, data, ran, change):
     key = records.final_key(s, data, args["algorithm"], args["params"], args["requests"], args["ranking_model"],
                             args["device"])
     assert key != same and records.load(s, "final", key) is None
+
+
+def test_a_final_is_keyed_on_its_precision_as_resolved(spec, data, ran):
+    """No --precision on a CPU is fp32, the same run as --precision fp32; on CUDA it is bf16, another run; the
+    record says what it ran in."""
+    def key(precision, device):
+        return records.final_key(dataclasses.replace(spec, seed=1, precision=precision), data, "finetune", PARAMS, 1,
+                                 "current", device)
+
+    assert key(None, "cpu") == key("fp32", "cpu") != key("bf16", "cpu")
+    assert key(None, "cuda") == key("bf16", "cuda") != key("fp32", "cuda")
+    assert records.load(spec, "final", key("fp32", "cpu"))["record"] == ran[1]["record"]
+    assert {k: ran[1]["record"]["spec"][k] for k in ("precision", "memory_format")} == {
+        "precision": "fp32", "memory_format": "contiguous"}
 
 
 def test_the_code_fingerprint_follows_every_source_file(tmp_path):

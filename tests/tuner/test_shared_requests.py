@@ -62,10 +62,11 @@ def test_a_prepared_spec_is_read_from_the_store_without_a_task(spec, prepared):
     assert not ray.is_initialized(), "a prepared spec must not start Ray"
 
 
-@pytest.mark.parametrize("change", ["requests", "ranking_model", "proxies", "forget_size", "seed", "train_epochs"])
+@pytest.mark.parametrize("change", ["requests", "ranking_model", "proxies", "forget_size", "seed", "train_epochs",
+                                    "precision", "device"])
 def test_any_other_setting_is_prepared_again(spec, prepared, change):
     data, _ = prepared
-    args = {"proxies": ("confidence",), "requests": 3, "ranking_model": "retrain"}
+    args = {"proxies": ("confidence",), "requests": 3, "ranking_model": "retrain", "device": "cpu"}
     s = spec
     if change == "requests":
         args["requests"] = 2
@@ -73,9 +74,21 @@ def test_any_other_setting_is_prepared_again(spec, prepared, change):
         args["ranking_model"] = "current"
     elif change == "proxies":
         args["proxies"] = ("entropy",)
+    elif change == "precision":
+        s = dataclasses.replace(spec, precision="bf16")
+    elif change == "device":  # a GPU task: bf16 by default
+        args["device"] = "cuda"
     else:
         s = dataclasses.replace(spec, **{change: getattr(spec, change) + 1})
-    same = records.prepared_key(spec, data, ("confidence",), 3, "retrain")
+    same = records.prepared_key(spec, data, ("confidence",), 3, "retrain", "cpu")
     assert records.load(spec, "prepared", same) is not None
-    key = records.prepared_key(s, data, args["proxies"], args["requests"], args["ranking_model"])
+    key = records.prepared_key(s, data, args["proxies"], args["requests"], args["ranking_model"], args["device"])
     assert key != same and records.load(s, "prepared", key) is None
+
+
+def test_the_cpu_default_precision_is_prepared_once(spec, prepared):
+    """The key holds the precision as resolved: no --precision on a CPU is the same as --precision fp32."""
+    data, report = prepared
+    key = records.prepared_key(dataclasses.replace(spec, precision="fp32"), data, ("confidence",), 3, "retrain", "cpu")
+    assert records.load(spec, "prepared", key) == report
+    assert report["spec"]["precision"] == "fp32" and report["spec"]["memory_format"] == "contiguous"

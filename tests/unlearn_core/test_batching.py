@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearn_core.batching import DeviceData, augment, device_tensor, make_generator, to_input
+from unlearn_core.batching import DeviceData, augment, device_tensor, make_generator
 
 N, C, H, W = 60, 2, 8, 8
 PAD = 2
@@ -51,17 +51,6 @@ def _explain(aug: torch.Tensor, src: torch.Tensor, pad: int) -> list[tuple[int, 
 def _collect(data: DeviceData, gen: torch.Generator, **kw):
     xs, ys, ids = zip(*data.batches(16, gen, **kw))
     return torch.cat(xs), torch.cat(ys), torch.cat(ids)
-
-
-# ---------------------------------------------------------------------------------------- conversion
-
-def test_to_input_scales_uint8_to_unit_interval():
-    x = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)
-    f = to_input(x)
-    assert f.dtype == torch.float32 and f.shape == x.shape
-    assert f.min().item() == 0.0 and f.max().item() == 1.0
-    torch.testing.assert_close(f, x.double().div(255).float())
-    assert x[0, 0, 15, 15].item() == 255  # the input is left as it was
 
 
 def test_device_tensor_copies_read_only_arrays(arrays):

@@ -21,7 +21,7 @@ METRICS = ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia")
 OPTIONS = ("--algorithm", "--rum-plan", "--proxy", "--requests", "--ranking-model", "--dataset", "--data-dir",
            "--download", "--arch", "--width", "--param", "--seed",
            "--split-seed", "--forget", "--forget-size", "--forget-classes", "--store", "--device",
-           "--train-epochs", "--json")
+           "--train-epochs", "--precision", "--memory-format", "--json")
 TINY = ["--dataset", "digits", "--arch", "resnet18", "--width", "0.125", "--device", "cpu"]
 
 
@@ -68,6 +68,7 @@ def test_run_json_record(first_run):
     assert rec["params"]["retain_batch_size"] == 128 and rec["params"]["alpha"] == 0.9  # the rest: defaults
     assert rec["algorithm"] == "scrub" and rec["seed"] == 0 and rec["device"] == "cpu" and rec["diverged"] is None
     assert rec["spec"]["width"] == 0.125 and rec["spec"]["forget_size"] == 90
+    assert rec["spec"]["precision"] == "fp32" and rec["spec"]["memory_format"] == "contiguous"  # the CPU's, resolved
     assert len(rec["history"]) == 2
     assert rec["request_count"] == 1 and len(rec["requests"]) == 1 and rec["requests"][0]["tow"] == rec["tow"]
     assert {"torch", "numpy", "sklearn", "python"} <= set(rec["env"])
@@ -89,7 +90,7 @@ def test_second_run_reuses_the_store_and_prints_a_table(first_run, run_main):
     assert files_under(store) == before
     out = res.stdout
     for word in ("unlearned", "retrained", "forget acc", "retain acc", "val acc", "test acc", "MIA", "ToW",
-                 "ToW-MIA", "seconds", "device"):
+                 "ToW-MIA", "seconds", "device", "fp32, contiguous"):
         assert word in out, word
     # the retrained column is the cached retrain of the first run
     retrain = json.loads(first.stdout)["retrain"]
@@ -132,6 +133,7 @@ BAD_INPUTS = {
     "unknown proxy": (["--algorithm", "rum", "--proxy", "loss"], "loss"),
     "more requests than the pool allows": (["--requests", "20", "--forget-size", "90"], "request"),
     "bad ranking model": (["--ranking-model", "original"], "original"),
+    "unknown precision": (["--precision", "fp16"], "fp16"),
 }
 
 

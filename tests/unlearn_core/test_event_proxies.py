@@ -65,7 +65,7 @@ def test_the_current_variant_makes_one_eval_pass_of_the_current_model(store):
     assert info1["source"] == EVENTS_SOURCE and info1["model"] == "original"
     assert info2["source"] == PASS_SOURCE and info2["model"].startswith("unlearned:") and info2["follows_model"]
     with torch.no_grad():
-        expected = -event_values(log_probs(model1, ws.train.x), ws.train.y)["confidence"].double().cpu().numpy()
+        expected = -event_values(log_probs(model1, ws.train), ws.train.y)["confidence"].double().cpu().numpy()
     got = second.scores["confidence_current"]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     assert not np.allclose(got, memorization(ws, "confidence"))  # not the recorded events
