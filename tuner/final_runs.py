@@ -29,6 +29,7 @@ from unlearn_core.spec import ExperimentSpec
 from . import records
 from .outputs import pareto_front
 from .progress import as_completed
+from .task_names import final_task
 from .trial_schema import ENDED
 
 KEYS = ("sel_tow", "sel_tow_mia", "tow", "tow_mia")  # selection view, report view
@@ -88,9 +89,10 @@ def rerun(candidates: Sequence[dict], base: ExperimentSpec, dataset: Dataset, se
             else:
                 done(i, s, stored, " (the same run's stored result)")
     if todo:
-        task = ray.remote(_run_one).options(num_cpus=cpus, num_gpus=gpus, max_retries=2)
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2)(_run_one)
         data_ref = ray.put(dataset)
-        jobs = {task.remote(spec, data_ref, algorithm, candidates[i]["params"], requests, ranking_model, cpus): (i, s)
+        jobs = {task.options(name=final_task(spec, candidates[i]["label"])).remote(
+                    spec, data_ref, algorithm, candidates[i]["params"], requests, ranking_model, cpus): (i, s)
                 for i, s, spec in todo}
         for (i, s), r in as_completed(jobs):
             done(i, s, r)

@@ -20,6 +20,7 @@ from unlearn_core.spec import ExperimentSpec
 
 from . import records
 from .progress import as_completed
+from .task_names import prepare_task
 
 
 def _prepare_one(spec: ExperimentSpec, dataset, cpus: float, proxies: Sequence[str], requests: int,
@@ -71,8 +72,9 @@ def prepare(specs: Sequence[ExperimentSpec], datasets: dict, *, cpus: float, gpu
             log(f"prepare: {s.dataset} {s.arch} seed {s.seed} already prepared in the store")
     if not todo:
         return out
-    task = ray.remote(_prepare_one).options(num_cpus=cpus, num_gpus=1 if gpus > 0 else 0, max_retries=2)
-    jobs = {task.remote(s, datasets[s.dataset], cpus, proxies, requests, ranking_model): s for s in todo}
+    task = ray.remote(num_cpus=cpus, num_gpus=1 if gpus > 0 else 0, max_retries=2)(_prepare_one)
+    jobs = {task.options(name=prepare_task(s)).remote(s, datasets[s.dataset], cpus, proxies, requests, ranking_model): s
+            for s in todo}
     log(f"prepare: {len(jobs)} original/retrain set(s) to build or load ({'GPU' if gpus > 0 else 'CPU'} tasks)")
     for n, (s, rep) in enumerate(as_completed(jobs), 1):
         out.append(rep)

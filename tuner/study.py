@@ -242,6 +242,7 @@ def run_study(a) -> int:
     from .progress import as_completed
     from .report import make_report
     from .settings import GPU_SHARE, check_address
+    from .task_names import study_task
 
     preset = PRESETS[a.preset]
     configs = None
@@ -289,10 +290,11 @@ def run_study(a) -> int:
             write_json(os.path.join(exp, "study.json"),
                        {"preset": a.preset, "settings": settings, "store": store, "configs": a.configs,
                         "env": environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1)
-        task = ray.remote(_run_cell).options(num_cpus=a.cpus_per_task, num_gpus=gpus, max_retries=2)
+        task = ray.remote(num_cpus=a.cpus_per_task, num_gpus=gpus, max_retries=2)(_run_cell)
         data_refs = {name: ray.put(d) for name, d in datasets.items()}  # one object-store copy per dataset
-        jobs = {task.remote(c, spec_of(c), data_refs[c.dataset], params[c], requests, settings["ranking_model"],
-                            a.cpus_per_task): c for c in todo}
+        jobs = {task.options(name=study_task(c)).remote(c, spec_of(c), data_refs[c.dataset], params[c], requests,
+                                                        settings["ranking_model"], a.cpus_per_task): c
+                for c in todo}
         done = 0
         for c, outs in as_completed(jobs):
             for out in outs:
