@@ -165,6 +165,7 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
 
     import search_spaces
 
+    from .search_metrics import SearchMetrics
     from .trainable import run_trial
 
     space = search_spaces.get_space(s.algorithm)
@@ -199,6 +200,7 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
                                         max_concurrent_trials=concurrent, reuse_actors=True),
             # No Tune checkpoints: each trial keeps its own latest state (tuner/trial_state.py says why).
             run_config=tune.RunConfig(name=f"tune-{dataset}-{arch}", storage_path=s.exp_dir,
+                                      callbacks=[SearchMetrics(dataset, arch)],
                                       failure_config=tune.FailureConfig(max_failures=s.max_failures), verbose=1))
     log(f"search: {s.algorithm} on {dataset}/{arch}, {s.num_samples} trials, {concurrent} at once, "
         f"{cpus:g} CPU + {gpus:g} GPU each")
