@@ -2,6 +2,7 @@
 with one line that carries Ray's or jsonschema's message."""
 
 import copy
+import re
 import socket
 import subprocess
 import sys
@@ -70,6 +71,16 @@ def test_aws_gpu_workers_scale_and_head_takes_no_gpu_trials():
     assert any("nvidia-cuda-mps-control -d" in c for c in prepared["worker_start_ray_commands"])
 
 
+@pytest.mark.parametrize("path", [CLUSTER, CLUSTER_LOCAL], ids=lambda p: p.name)
+def test_head_starts_prometheus_after_ray_in_the_background(path):
+    """`ray metrics launch-prometheus` reads the config of the Ray session `ray start --head` made; `ray up` must
+    not wait for its download."""
+    cmds = _load(path)["head_start_ray_commands"]
+    launch = [i for i, cmd in enumerate(cmds) if "ray metrics launch-prometheus" in cmd]
+    assert launch and launch[0] > _head_start({"head_start_ray_commands": cmds})
+    assert re.search(r"nohup ray metrics launch-prometheus [^;]*&", cmds[launch[0]])
+
+
 def test_local_provider_gets_ray_single_node_type():
     prepared = validate_cluster_file(CLUSTER_LOCAL)
     assert list(prepared["available_node_types"]) == ["local.cluster.node"]
@@ -88,12 +99,18 @@ def _no_provider(c):
     del c["provider"]
 
 
+def _head_start(c) -> int:
+    """Index of the head's `ray start` command (Prometheus is started after it)."""
+    return next(i for i, cmd in enumerate(c["head_start_ray_commands"]) if "ray start --head" in cmd)
+
+
 def _dashboard_everywhere(c):
-    c["head_start_ray_commands"][-1] += " --dashboard-host=0.0.0.0"
+    c["head_start_ray_commands"][_head_start(c)] += " --dashboard-host=0.0.0.0"
 
 
 def _auth_disabled(c):
-    c["head_start_ray_commands"][-1] = c["head_start_ray_commands"][-1].replace(
+    i = _head_start(c)
+    c["head_start_ray_commands"][i] = c["head_start_ray_commands"][i].replace(
         "RAY_AUTH_MODE=token", "RAY_AUTH_MODE=disabled"
     )
 
