@@ -42,7 +42,7 @@ def report_search(exp_dir: str) -> str:
 
     from . import figures
     from .outputs import best_configs_markdown, pareto_front
-    from .service import optuna_storage
+    from .study_storage import open_storage, study_name
 
     meta = _read_json(os.path.join(exp_dir, "search.json"))
     best_path = os.path.join(exp_dir, "best_configs.json")
@@ -61,7 +61,8 @@ def report_search(exp_dir: str) -> str:
     for dataset, arch in [(d, a) for d in settings["datasets"] for a in settings["archs"]]:
         tag = f"{dataset}-{arch}"
         lines += [f"## {dataset} / {arch}", ""]
-        study = optuna.load_study(study_name=tag, storage=optuna_storage(settings["optuna_url"]))
+        study = optuna.load_study(study_name=study_name(os.path.basename(exp_dir.rstrip("/")), dataset, arch),
+                                  storage=open_storage(settings["optuna_url"]))
         # the study holds the selection view (validation data) of each trial that ran its whole schedule
         names = (["selection ToW", "selection ToW-MIA"] if len(study.directions) == 2
                  else [("selection ToW-MIA" if settings["objective"] == "tow_mia" else "selection ToW")])

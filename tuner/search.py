@@ -47,9 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         elif default is not None:
             kw.setdefault("type", type(default))
         add_flag(g, option, help, default, said, **kw)
-    add_flag(groups["outputs"], "--optuna-storage", "Optuna storage URL (across nodes use postgresql://... or a "
-                                                    "journal file on NFS)", said="sqlite under the experiment folder")
-    add_flag(groups["outputs"], "--name", "experiment name", said="<algorithm>-<date-time>")
+    add_flag(groups["outputs"], "--optuna-storage", "Optuna storage URL: sqlite:////ABS/PATH.db, postgresql://..., "
+                                                    "mysql://... or journal:///ABS/PATH.log (a journal file, safe on "
+                                                    "NFS)", said="sqlite:///STORAGE/NAME/optuna.db; on s3:// or "
+                                                                 "gs://, journal://STORAGE/NAME/optuna.log")
+    add_flag(groups["outputs"], "--name", "experiment name: one folder name (letters, digits, -_.)",
+             said="<algorithm>-<date-time>")
     return p
 
 
@@ -66,7 +69,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as e:  # search_spaces raises plain ValueError for unknown names
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the experiment was claimed: nothing to resume
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
+    from unlearn_core.errors import one_line_warnings
+
+    one_line_warnings()
     sys.exit(main())

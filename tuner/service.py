@@ -9,13 +9,18 @@ import dataclasses
 import json
 import os
 import time
+from typing import Optional
 
 from unlearn_core.errors import ConfigError
 
+from .claim import Taken, claim, running
+from .connect import cluster_address, connect
 from .files import write_json, write_text
 from .final_runs import finalize_pair
+from .interrupts import StudyUpload, TrialEndings, sigterm_as_sigint
 from .outputs import best_configs_markdown, trials_table, write_outputs
 from .settings import ALL_PAPER_ROWS_FROM, GPU_SHARE, SearchSettings, check_experiment
+from .study_storage import dashboard_hint, forget_local_copy, open_storage, study_name, upload
 from .trial_schema import trial_row, trial_status
 
 # ASHA's clock is `progress`, percent of a trial's own schedule: rungs at 30 % and 90 % (early ToW says little,
@@ -49,18 +54,6 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def optuna_storage(url: str):
-    """An RDB URL (sqlite:///, postgresql://, mysql://) or `journal:///path/study.log` (Optuna's journal file,
-    safe on NFS where SQLite's locking is not)."""
-    import optuna
-
-    if url.startswith("journal://"):
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal://"):]))
-    return optuna.storages.RDBStorage(url)
-
-
 def quiet_optuna_search() -> None:
     """OptunaSearch warns for each NaN it is given; NaN is how a trial that ASHA stopped is kept from the sampler."""
     import logging
@@ -68,10 +61,8 @@ def quiet_optuna_search() -> None:
     logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
 
 
-def connect(s: SearchSettings) -> dict:
-    """Join `--address` or start a local Ray (dashboard on localhost, token auth as Ray defaults it)."""
-    import ray
-
+def tune_environment() -> None:
+    """Tune's settings for a search, set before Ray starts (as Tune reads them)."""
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials use absolute paths; keep cwd for imports
     # Snapshot the experiment state at least every 10 s: a driver killed without warning loses (and --resume
     # re-runs) at most the trial results of the last few seconds.
@@ -79,26 +70,6 @@ def connect(s: SearchSettings) -> dict:
     # Short trials checkpoint every few seconds by design (a retried trial resumes at its last epoch); Tune's
     # "snapshotting triggered multiple times" warning would repeat after every epoch, so it is silenced.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if s.address:
-        try:
-            ctx = ray.init(address=s.address, log_to_driver=False)
-        except ConnectionError as e:  # Ray chains the reason (a traceback text) under "Failed to connect"
-            why = next((ln for ln in reversed(str(e.__cause__ or e).splitlines()) if ln.strip()), str(e))
-            if "InvalidAuthToken" in why:
-                why = ("its token auth refused this driver's token; use the cluster's (`ray get-auth-token` on the "
-                       "head prints it) via ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN")
-            raise ConfigError(f"cannot join the Ray cluster at {s.address}: {' '.join(why.split())[:300]}") from None
-    else:
-        kw = {"num_gpus": s.local_gpus} if s.local_gpus is not None else {}
-        # address="local": always a new local Ray, never a cluster some `ray start` left in /tmp/ray.
-        ctx = ray.init(address="local", include_dashboard=not s.no_dashboard, dashboard_host="127.0.0.1",
-                       log_to_driver=False, **kw)
-    res = ray.cluster_resources()
-    url = getattr(ctx, "dashboard_url", None)
-    if url:
-        log(f"Ray dashboard: http://{url} (token: `ray get-auth-token`); "
-            f"{int(res.get('CPU', 0))} CPUs, {res.get('GPU', 0):g} GPUs in the cluster")
-    return res
 
 
 def trial_resources(s: SearchSettings, res: dict) -> tuple[float, float, int]:
@@ -116,41 +87,74 @@ def trial_resources(s: SearchSettings, res: dict) -> tuple[float, float, int]:
     return c, g, max(1, s.max_concurrent or limit)
 
 
-def run_search(s: SearchSettings) -> int:
-    import ray
-
-    from unlearn_core.data import load_dataset
+def search_record(s: SearchSettings, resources: Optional[dict] = None) -> dict:
+    """search.json: the settings, versions and device, the search and final seeds (disjoint: finals never repeat
+    a search run) and, once Ray has started, the trials' resources."""
     from unlearn_core.environment import environment
+
+    return {"settings": s.to_json(), "env": environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "search_seed": s.search_seed, "final_seeds": list(s.final_seeds), "resources": resources}
+
+
+def resume_hint(s: SearchSettings) -> str:
+    return f"python -m tuner.search {s.algorithm} --name {s.name} --storage {s.storage} --resume"
+
+
+def run_search(s: SearchSettings) -> int:
+    from unlearn_core.data import load_dataset
+
+    # Everything that can fail on the user's input fails here, before Ray starts or a folder is created.
+    datasets = {d: load_dataset(d, s.data_dir, s.split_seed, download=s.download) for d in s.datasets}
+    check_experiment(s, datasets)
+    meta = f"{s.exp_dir}/search.json"
+    if s.resume:
+        with running(s.exp_dir):
+            return search_claimed(s, datasets)
+    try:
+        claim(meta, json.dumps(search_record(s), indent=1).encode())
+    except Taken:
+        raise ConfigError(f"experiment {s.name!r} already exists under {s.storage} (another search claimed it); "
+                          "use --resume or another --name") from None
+    forget_local_copy(s.optuna_url)
+    with running(s.exp_dir):
+        return search_claimed(s, datasets)
+
+
+def search_claimed(s: SearchSettings, datasets: dict) -> int:
+    """The search of an experiment this process holds: Ray, prepare, one Tuner per pair, finals, outputs.
+    SIGINT or SIGTERM at any moment ends it with 130 and the resume line, no best_configs written."""
+    import ray
 
     from .prepare import prepare
 
-    # Everything that can fail on the user's input fails here, before Ray starts or a folder is created.
-    datasets = {d: load_dataset(d, s.data_dir, s.split_seed) for d in s.datasets}
-    check_experiment(s, datasets)
-    res = connect(s)
-    cpus, gpus, concurrent = trial_resources(s, res)
-    search_seed, final_seeds = s.search_seed, list(s.final_seeds)
-    if not s.resume:
-        write_json(f"{s.exp_dir}/search.json", {
-            "settings": s.to_json(), "env": environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "search_seed": search_seed, "final_seeds": final_seeds,  # disjoint: finals never repeat a search run
-            "resources": {"cpus_per_trial": cpus, "gpus_per_trial": gpus, "max_concurrent": concurrent}}, indent=1)
-    log(f"experiment: {s.exp_dir}\nOptuna study: optuna-dashboard {s.optuna_url}")
-    specs = [s.spec(d, ar, seed) for d, ar in s.pairs for seed in [search_seed, *final_seeds]]
-    prepare(specs, datasets, cpus=cpus, gpus=gpus, proxies=(s.proxy,) if s.needs_proxy else (),
-            requests=s.requests, ranking_model=s.ranking_model, log=log)
+    sigterm_as_sigint()
+    tune_environment()
+    try:
+        res = connect(cluster_address(s.address), local_gpus=s.local_gpus, dashboard=not s.no_dashboard, log=log)
+        cpus, gpus, concurrent = trial_resources(s, res)
+        if not s.resume:
+            write_json(f"{s.exp_dir}/search.json", search_record(s, {
+                "cpus_per_trial": cpus, "gpus_per_trial": gpus, "max_concurrent": concurrent}), indent=1)
+        log(f"experiment: {s.exp_dir}\nOptuna study: {dashboard_hint(s.optuna_url)}")
+        search_seed, final_seeds = s.search_seed, list(s.final_seeds)
+        specs = [s.spec(d, ar, seed) for d, ar in s.pairs for seed in [search_seed, *final_seeds]]
+        prepare(specs, datasets, cpus=cpus, gpus=gpus, proxies=(s.proxy,) if s.needs_proxy else (),
+                requests=s.requests, ranking_model=s.ranking_model, log=log)
 
-    summary, all_trials = [], []
-    for dataset, arch in s.pairs:
-        rows, interrupted = tune_pair(s, datasets[dataset], dataset, arch, search_seed, cpus, gpus, concurrent)
-        all_trials.extend(rows)
-        write_text(f"{s.exp_dir}/trials.csv", trials_table(all_trials).to_csv(index=False))
-        if interrupted:
-            log(f"search interrupted; continue with: python -m tuner.search {s.algorithm} --name {s.name} "
-                f"--storage {s.storage} --resume")
-            return 130
-        summary.append(finalize_pair(s, datasets[dataset], dataset, arch, rows, final_seeds, cpus, gpus, log=log))
-        write_outputs(s, summary)
+        summary, all_trials = [], []
+        for dataset, arch in s.pairs:
+            rows, interrupted = tune_pair(s, datasets[dataset], dataset, arch, search_seed, cpus, gpus, concurrent)
+            all_trials.extend(rows)
+            write_text(f"{s.exp_dir}/trials.csv", trials_table(all_trials).to_csv(index=False))
+            if interrupted:
+                raise KeyboardInterrupt
+            summary.append(finalize_pair(s, datasets[dataset], dataset, arch, rows, final_seeds, cpus, gpus,
+                                         log=log))
+            write_outputs(s, summary)
+    except KeyboardInterrupt:
+        log(f"search interrupted; continue with: {resume_hint(s)}")
+        ray.shutdown()
+        return 130
     log("\n" + best_configs_markdown(summary))
     ray.shutdown()
     return 0
@@ -158,7 +162,7 @@ def run_search(s: SearchSettings) -> int:
 
 def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int, cpus: float, gpus: float,
               concurrent: int) -> tuple[list[dict], bool]:
-    """Run (or resume) the Tuner of one (dataset, arch); return its trial rows and whether it stopped early."""
+    """Run (or resume) the Tuner of one (dataset, arch); return its trial rows and whether it was interrupted."""
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -170,11 +174,15 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
 
     space = search_spaces.get_space(s.algorithm)
     trainable = tune.with_resources(tune.with_parameters(run_trial, dataset=dataset_obj), {"cpu": cpus, "gpu": gpus})
-    path = f"{s.exp_dir}/tune-{dataset}-{arch}"
-    study_name = f"{dataset}-{arch}"
-    if tune.Tuner.can_restore(path):
-        log(f"resuming {path}")
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    storage_path, storage_fs = tune_storage(s.exp_dir)
+    path = f"{storage_path}/tune-{dataset}-{arch}"
+    name = study_name(s.name, dataset, arch)
+    endings = TrialEndings.fresh()
+    if tune.Tuner.can_restore(path, storage_filesystem=storage_fs):
+        log(f"resuming {s.exp_dir}/tune-{dataset}-{arch}")
+        open_storage(s.optuna_url)  # a remote journal's local copy, which the restored sampler reopens
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=storage_fs)
     else:
         # Optuna reads `final_sel_*`: NaN until a trial's last evaluation (tuner/trainable.py says why)
         metric, mode = ((["final_sel_tow", "final_sel_tow_mia"], ["max", "max"]) if s.objective == "both"
@@ -187,7 +195,7 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
         searcher = OptunaSearch(
             space.define, metric=metric, mode=mode, points_to_evaluate=points[:s.num_samples],
             sampler=optuna.samplers.TPESampler(seed=s.sampler_seed),
-            storage=optuna_storage(s.optuna_url), study_name=study_name)
+            storage=open_storage(s.optuna_url), study_name=name)
         scheduler = asha(s.objective)
         tuner = tune.Tuner(
             trainable,
@@ -199,17 +207,22 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
                                         # a trial's process serves the next trial: no new process, no new `import torch`
                                         max_concurrent_trials=concurrent, reuse_actors=True),
             # No Tune checkpoints: each trial keeps its own latest state (tuner/trial_state.py says why).
-            run_config=tune.RunConfig(name=f"tune-{dataset}-{arch}", storage_path=s.exp_dir,
-                                      callbacks=[SearchMetrics(dataset, arch)],
+            run_config=tune.RunConfig(name=f"tune-{dataset}-{arch}", storage_path=storage_path,
+                                      storage_filesystem=storage_fs,
+                                      callbacks=[endings, StudyUpload(s.optuna_url), SearchMetrics(dataset, arch)],
                                       failure_config=tune.FailureConfig(max_failures=s.max_failures), verbose=1))
     log(f"search: {s.algorithm} on {dataset}/{arch}, {s.num_samples} trials, {concurrent} at once, "
         f"{cpus:g} CPU + {gpus:g} GPU each")
     quiet_optuna_search()
-    rg = tuner.fit()
-    finished = rg.num_terminated + rg.num_errors
-    interrupted = finished < len(rg) or len(rg) < s.num_samples
+    try:
+        rg = tuner.fit()
+    finally:
+        upload(s.optuna_url)
+    results = list(rg)
+    cut_off = endings.cut_off([(r.metrics or {}).get("trial_id") or os.path.basename(r.path) for r in results])
+    interrupted = bool(cut_off) or len(results) < s.num_samples
     rows = []
-    for r in rg:
+    for r in results:
         m = dict(r.metrics or {})
         params = json.dumps(search_spaces.to_config_params(space, r.config)) if r.config else "{}"
         rows.append(trial_row(dataset, arch, m.get("trial_id", os.path.basename(r.path)),
@@ -217,8 +230,21 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
                               str(r.error) if r.error else None, params))
     if not interrupted:
         remove_states(f"{s.exp_dir}/trial-state")  # no trial will be restored any more: free their weights
-        close_study(optuna.load_study(study_name=study_name, storage=optuna_storage(s.optuna_url)), space, rows)
+        close_study(optuna.load_study(study_name=name, storage=open_storage(s.optuna_url)), space, rows)
+        upload(s.optuna_url)
     return rows, interrupted
+
+
+def tune_storage(exp_dir: str):
+    """Tune's storage_path and storage_filesystem for the experiment folder: a local path as it is; a URI through
+    the same fsspec filesystem every other file of the search goes through (its endpoint and credentials)."""
+    if "://" not in exp_dir:
+        return exp_dir, None
+    import fsspec
+    import pyarrow.fs
+
+    fs, path = fsspec.core.url_to_fs(exp_dir)
+    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
 def close_study(study, space, rows: list[dict]) -> None:

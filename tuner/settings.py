@@ -13,13 +13,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 from unlearn_core.errors import ConfigError
 from unlearn_core.spec import ExperimentSpec
+
+from .connect import check_address, cluster_address, where
+from .names import check_name
+from .study_storage import check_url, default_url
 
 DEFAULT_STORAGE = "runs"
 SEARCH_OBJECTIVES = ("tow", "tow_mia", "both")
@@ -80,6 +83,7 @@ class SearchSettings:
     device: Optional[str] = None
     precision: Optional[str] = None      # None: the trials' device's (records key on it as resolved there)
     memory_format: Optional[str] = None
+    download: bool = False
     # The search
     objective: str = field(default="both", metadata=flag(
         "search", "maximize ToW, ToW-MIA, or both (multi-objective, Pareto front)", choices=SEARCH_OBJECTIVES))
@@ -105,7 +109,7 @@ class SearchSettings:
     max_concurrent: Optional[int] = field(default=None, metadata=flag(
         RESOURCES, "most trials running at once", type=int, shown="what the cluster's CPUs/GPUs allow"))
     address: Optional[str] = field(default=None, metadata=flag(
-        RESOURCES, "Ray cluster to join: auto or HOST:PORT", shown="a new local Ray"))
+        RESOURCES, "Ray cluster to join: auto or HOST:PORT", shown="RAY_ADDRESS if set, else a new local Ray"))
     local_gpus: Optional[float] = field(default=None, metadata=flag(
         RESOURCES, "logical GPUs of the local Ray started without --address; lets fractional-GPU scheduling be "
                    "tried on a CPU-only machine", type=float, shown="detected"))
@@ -160,20 +164,6 @@ def experiment_defaults() -> dict:
     return {**d, "dataset": list(d["datasets"]), "arch": list(d["archs"]), "forget_classes": None}
 
 
-def check_address(address: str) -> None:
-    """Fail fast, with one line, when nothing answers at HOST:PORT."""
-    if address == "auto":
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--address must be auto or HOST:PORT, got {address!r}")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except OSError as e:
-        raise ConfigError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one with "
-                          f"`ray start --head` or fix --address") from None
-
-
 def load_points(path: str, algorithm: str) -> tuple:
     """The `--points` file as points of `algorithm`'s space (each checked by replaying the space)."""
     import search_spaces
@@ -195,18 +185,41 @@ def load_points(path: str, algorithm: str) -> tuple:
     return tuple(points)
 
 
-def check_writable(root: str) -> None:
-    """A local storage root must be creatable and writable; checked without leaving anything behind."""
-    if "://" in root:
+def check_storage(root: str, flag: str = "--storage") -> None:
+    """The storage root must be usable before anything starts: a local folder creatable and writable (checked
+    without leaving anything behind); a URI's fsspec driver installed (the extra named) and its bucket there
+    (a typo never creates one)."""
+    if "://" not in root:
+        probe = root
+        while not os.path.exists(probe):
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                break
+            probe = parent
+        if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+            raise ConfigError(f"{flag} {root}: {probe} is not a writable folder")
         return
-    probe = root
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"--storage {root}: {probe} is not a writable folder")
+    import fsspec
+
+    scheme = root.split("://", 1)[0]
+    try:
+        fs, path = fsspec.core.url_to_fs(root)
+    except ImportError:
+        extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme)
+        how = f"pip install 'unlearn-search[{extra}]'" if extra else f"install fsspec's driver for {scheme}://"
+        raise ConfigError(f"{flag} {root}: no fsspec driver for {scheme}:// on this machine ({how})") from None
+    except ValueError as e:
+        raise ConfigError(f"{flag} {root}: {e}") from None
+    bucket = path.split("/", 1)[0]
+    if scheme in ("s3", "s3a", "gs", "gcs"):
+        try:
+            there = fs.exists(bucket)
+        except Exception as e:  # noqa: BLE001  credentials, endpoint, network: one line saying why
+            raise ConfigError(f"{flag} {root}: cannot reach bucket {bucket!r}: {type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]}") from None
+        if not there:
+            raise ConfigError(f"{flag} {root}: bucket {bucket!r} does not exist (create it first; a search "
+                              "never creates buckets)")
 
 
 def _check_numbers(a) -> None:
@@ -257,33 +270,35 @@ def from_args(a) -> SearchSettings:
     _check_numbers(a)
     check_forget_args(a)
     check_device(a.device)
-    if a.address:
-        check_address(a.address)
+    address = cluster_address(a.address)
+    if address:
+        check_address(address, where(a.address))
+    if a.name:
+        check_name(a.name)
+    elif a.resume:
+        raise ConfigError("--resume needs --name of the experiment to continue")
     name = a.name or f"{a.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}"
     root = os.path.abspath(a.storage) if "://" not in a.storage else a.storage.rstrip("/")
-    check_writable(root)
+    check_storage(root)
+    if a.optuna_storage:
+        check_url(a.optuna_storage)
     exp_dir = f"{root}/{name}"
     fs, path = fsspec.core.url_to_fs(exp_dir)
     meta = f"{path}/search.json"
     if a.resume:
-        if not a.name:
-            raise ConfigError("--resume needs --name of the experiment to continue")
         if not fs.exists(meta):
             raise ConfigError(f"--resume: no experiment {name!r} under {root} (no search.json)")
         with fs.open(meta) as f:
             saved = SearchSettings.from_json(json.load(f)["settings"])
         if saved.algorithm != a.algorithm:
             raise ConfigError(f"--resume: experiment {name!r} searched {saved.algorithm}, not {a.algorithm}")
-        return dataclasses.replace(saved, resume=True)
-    if fs.exists(meta):
+        if a.optuna_storage and a.optuna_storage != saved.optuna_url:  # never silently ignored
+            raise ConfigError(f"--resume: experiment {name!r} keeps its Optuna study in {saved.optuna_url}; "
+                              "--optuna-storage cannot move it (leave the flag out)")
+        return dataclasses.replace(saved, resume=True, address=a.address)
+    if fs.exists(meta):  # the quick check; claiming the name (tuner.claim) is the atomic one
         raise ConfigError(f"experiment {name!r} already exists under {root}; use --resume or another --name")
-    if a.optuna_storage:
-        optuna_url = a.optuna_storage
-    elif "://" not in exp_dir:
-        optuna_url = f"sqlite:///{exp_dir}/optuna.db"
-    else:
-        raise ConfigError("with a remote --storage give --optuna-storage too (e.g. postgresql://... or "
-                          "sqlite:////nfs/path/optuna.db): SQLite cannot live in an object store")
+    optuna_url = a.optuna_storage or default_url(exp_dir)
     # Flags named as their setting carry over as they are; the rest are resolved here.
     same = {f.name: getattr(a, f.name) for f in dataclasses.fields(SearchSettings) if hasattr(a, f.name)}
     return SearchSettings(**{

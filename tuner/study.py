@@ -197,6 +197,9 @@ def plan_cells(a, preset: dict) -> tuple[list[Cell], dict]:
     for x in settings["archs"]:
         if x not in model_names():
             raise ConfigError(f"unknown architecture {x!r}; valid: {', '.join(model_names())}")
+    bad_seeds = [x for x in settings["seeds"] if x < 0]
+    if bad_seeds or not settings["seeds"]:
+        raise ConfigError(f"--seeds must be model seeds >= 0, got {bad_seeds or 'none'}")
     settings["proxies"] = proxies = [absolute_proxy(px) for px in settings["proxies"]]
     for px in proxies:
         check_proxy(px)  # one ConfigError line (main prints it)
@@ -241,7 +244,9 @@ def run_study(a) -> int:
     from .files import write_json
     from .progress import as_completed
     from .report import make_report
-    from .settings import GPU_SHARE, check_address
+    from .connect import check_address, cluster_address, connect, where
+    from .names import check_name
+    from .settings import GPU_SHARE
     from .task_names import study_task
 
     preset = PRESETS[a.preset]
@@ -258,10 +263,11 @@ def run_study(a) -> int:
     cells, settings = plan_cells(a, preset)
     requests = settings["requests"]
     check_device(a.device)
-    if a.address:
-        check_address(a.address)
+    address = cluster_address(a.address)
+    if address:
+        check_address(address, where(a.address))
     root = os.path.abspath(a.storage)
-    name = a.name or f"study-{a.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = check_name(a.name) if a.name else f"study-{a.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = os.path.join(root, name)
     store = a.store or os.path.join(root, "artifacts")
     datasets = {d: load_dataset(d, a.data_dir, a.split_seed, download=a.download)  # missing data fails here
@@ -281,7 +287,7 @@ def run_study(a) -> int:
     todo = [c for c in cells if not os.path.exists(os.path.join(exp, "runs", c.name("sequential") + ".json"))]
     print(f"study {exp}: {len(cells)} cells, {len(cells) - len(todo)} already done", flush=True)
     if todo:  # a finished study only rewrites its report: no Ray
-        ray.init(address=a.address or "local", include_dashboard=False, log_to_driver=False)
+        connect(address, dashboard=False)
         gpus = a.gpus_per_task
         if gpus is None:
             gpus = GPU_SHARE if ray.cluster_resources().get("GPU") else 0
@@ -311,4 +317,7 @@ def run_study(a) -> int:
 
 
 if __name__ == "__main__":
+    from unlearn_core.errors import one_line_warnings
+
+    one_line_warnings()
     sys.exit(main())

@@ -243,4 +243,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    from unlearn_core.errors import one_line_warnings
+
+    one_line_warnings()
     sys.exit(main())

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .dataset import DATA_DIR_ENV, DATASETS, DOWNLOAD_ENV, Dataset, assemble, download_allowed, resolve_data_dir
+from .dataset import (DATA_DIR_ENV, DATASETS, DOWNLOAD_ENV, MIRROR_ENV, Dataset, assemble, download_allowed,
+                      resolve_data_dir)
 from .errors import DataError
 
 # -------------------------------------------------------------------------------------------------- CIFAR
@@ -56,7 +58,7 @@ def _load_cifar(spec: _CifarSpec, data_dir, split_seed: int, download: bool) -> 
     folder = root / spec.folder
     missing = _missing_files(spec, folder)
     if missing and download_allowed(download):
-        _download_cifar(spec, root)
+        _download_cifar(spec, root, folder)
         missing = _missing_files(spec, folder)
     if missing:
         raise DataError(
@@ -73,18 +75,26 @@ def _missing_files(spec: _CifarSpec, folder: Path) -> list[str]:
     return [f for f in spec.train_files + spec.test_files if not (folder / f).is_file()]
 
 
-def _download_cifar(spec: _CifarSpec, root: Path) -> None:
-    """Fetch and unpack the official archive with torchvision (MD5-checked); its chatter is swallowed."""
+def _download_cifar(spec: _CifarSpec, root: Path, folder: Path) -> None:
+    """Fetch and unpack the official archive with torchvision (MD5-checked; from UNLEARN_DATA_MIRROR when set);
+    processes of one machine that ask at once take turns on a lock file, and only the first one downloads."""
     import torchvision.datasets as tvd
+    from filelock import FileLock
     from torchvision.datasets.utils import download_and_extract_archive
 
     cls = getattr(tvd, spec.torchvision_class)
-    root.mkdir(parents=True, exist_ok=True)
+    mirror = os.environ.get(MIRROR_ENV)
+    url = f"{mirror.rstrip('/')}/{cls.filename}" if mirror else cls.url
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            download_and_extract_archive(cls.url, download_root=str(root), filename=cls.filename, md5=cls.tgz_md5)
+        root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(root / f".{spec.folder}.lock")):
+            if not _missing_files(spec, folder):  # another process fetched it while this one waited
+                return
+            with contextlib.redirect_stdout(io.StringIO()):
+                download_and_extract_archive(url, download_root=str(root), filename=cls.filename, md5=cls.tgz_md5)
     except Exception as e:  # network, disk or checksum: all mean "no data", said in one line
-        raise DataError(f"{spec.name}: download of {cls.url} into {root} failed: {e}") from e
+        why = " ".join(str(e).split())[:300]
+        raise DataError(f"{spec.name}: download of {url} into {root} failed: {type(e).__name__}: {why}") from None
 
 
 def _unpickle(path: Path) -> dict:

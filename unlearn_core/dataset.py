@@ -16,6 +16,7 @@ from .registry import Registry
 
 DATA_DIR_ENV = "UNLEARN_DATA_DIR"
 DOWNLOAD_ENV = "UNLEARN_DOWNLOAD"
+MIRROR_ENV = "UNLEARN_DATA_MIRROR"  # a base URL serving the official archives under their own file names
 DEFAULT_DATA_DIR = Path("~/.cache/unlearn/data")
 VAL_TENTHS = 1  # validation share of each class, in tenths (reference: 10 %)
 

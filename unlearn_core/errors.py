@@ -24,10 +24,18 @@ class ArtifactError(UnlearnError):
 class LossDiverged(UnlearnError):
     """An unlearning run's loss went non-finite or past its bound.
 
-    The tuner turns this into a finished-but-pruned trial with `reason` recorded.
+    The tuner turns this into a finished trial with `diverged = 1` and `reason` recorded.
     """
 
     def __init__(self, reason: str, epoch: int, value: float):
         self.reason, self.epoch, self.value = reason, epoch, value
         # `epoch` is 0-based like the loops; the message counts from 1 like every progress line.
         super().__init__(f"loss diverged in epoch {epoch + 1}: {reason} (value={value:.4g})")
+
+
+def one_line_warnings() -> None:
+    """Show warnings as `warning: MESSAGE` on one line (a CLI's choice; Python's default starts with the
+    source path and repeats the source line)."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *args, **kw: f"warning: {' '.join(str(message).split())}\n"
