@@ -135,6 +135,10 @@ class Cluster:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
     def _common(self, name: str, num_cpus: int, num_gpus: int, resources: Optional[dict]) -> tuple[list, str]:
         temp = str(self.root / name)
         args = ["--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
@@ -145,10 +149,13 @@ class Cluster:
             args.append(f"--resources={json.dumps(resources)}")
         return args, temp
 
-    def start_head(self, num_cpus: int = 1, num_gpus: int = 0, resources: Optional[dict] = None) -> Node:
-        self.port = free_port()
+    def start_head(self, num_cpus: int = 1, num_gpus: int = 0, resources: Optional[dict] = None,
+                   dashboard: bool = False) -> Node:
+        """The head node; with `dashboard`, its dashboard (and Ray Jobs' server) at `self.dashboard_url`."""
+        self.port, self.dashboard_port = free_port(), free_port()
         args, temp = self._common("head", num_cpus, num_gpus, resources)
-        args += ["--head", f"--port={self.port}", "--include-dashboard=false", f"--dashboard-port={free_port()}",
+        args += ["--head", f"--port={self.port}", f"--include-dashboard={str(dashboard).lower()}",
+                 "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                  f"--ray-client-server-port={free_port()}"]
         node = Node("head", args, self.env, temp, self.root / "head.log", num_cpus)
         self.nodes.append(node)

@@ -77,7 +77,8 @@ def study_trials(exp: Path):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{exp}/optuna.db").trials
+    # each experiment has its own study: NAME/DATASET-ARCH
+    return optuna.load_study(study_name=f"{exp.name}/{STUDY}", storage=f"sqlite:///{exp}/optuna.db").trials
 
 
 def complete_numbers(exp: Path) -> list[int] | None:

@@ -3,7 +3,8 @@
 One search feeds most tests (a subprocess with its own Ray, sharing the session's artifact store): SCRUB on
 digits with the default objective (ToW and ToW-MIA, Pareto front) and 4 trials, 1 CPU + 0.5 of a logical GPU
 per trial on a Ray started with `--local-gpus 1`. Its first two trials are `--points`: a diverging config and a
-slow one; it is interrupted with SIGINT once a trial has finished and the slow one is mid-run with its state
+slow one; it is interrupted with SIGTERM (what `ray job stop` and batch schedulers send; a search treats it as
+Ctrl+C) once a trial has finished and the slow one is mid-run with its state
 saved, then `--resume`d. Outputs, Pareto front, the selection objective, warm start, fractional-GPU
 concurrency, divergence and the resume are all read from it.
 
@@ -29,7 +30,7 @@ FAST = ["--num-samples", "4", "--train-epochs", "3", "--width", "0.125", "--fina
         "--no-dashboard"]
 NUM_SAMPLES = 4
 STATUSES = {"completed", "stopped", "diverged", "error"}
-STUDY = "digits-resnet18"
+STUDY = "both/digits-resnet18"  # the experiment's name / (dataset, arch)
 TUNE_DIR = "tune-digits-resnet18"
 # Max passes in every epoch at the space's top learning rate with almost no retain terms: the forget KL explodes.
 DIVERGING = {"lr": 0.1, "epochs": 10, "max_steps": 10, "alpha": 1e-5, "gamma": 1e-5, "temperature": 8.0,
@@ -101,7 +102,7 @@ def _interruptible(exp: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def both_run(search_root, shared_store, search_cli, search_popen):
-    """The default-shaped search, interrupted with SIGINT mid-run, then `--resume`d."""
+    """The default-shaped search, interrupted with SIGTERM mid-run, then `--resume`d."""
     runs, name = search_root / "runs", "both"
     exp = runs / name
     points = search_root / "points.json"
@@ -118,7 +119,7 @@ def both_run(search_root, shared_store, search_cli, search_popen):
             if time.monotonic() > deadline:
                 pytest.fail(f"no trial finished / mid-run within 600 s: {describe(proc, log)}")
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         first_rc = proc.wait(timeout=300)
     finally:
         if proc.poll() is None:
@@ -253,7 +254,7 @@ def test_fractional_gpus_run_two_trials_at_once(both_run):
 @pytest.mark.slow
 def test_interrupted_search_resumes_without_losing_or_rerunning_trials(resumed_run):
     first, proc, exp = resumed_run.first, resumed_run.proc, resumed_run.exp
-    assert first.rc == 130, f"SIGINT should stop the search with exit 130: {first.rc}\n{first.log.read_text()[-4000:]}"
+    assert first.rc == 130, f"SIGTERM should stop the search with exit 130: {first.rc}\n{first.log.read_text()[-4000:]}"
     assert first.trials is not None, "trials.csv is written when the search is interrupted"
     assert "--resume" in first.log.read_text()
     assert proc.returncode == 0, describe(proc)

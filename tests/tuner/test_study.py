@@ -108,6 +108,9 @@ def test_report_refuses_what_is_not_an_experiment(tmp_path, case, in_process):
     (["--methods", "nope"], "nope"),
     (["--configs", "CONFIGS"], "frobnicate"),
     (["--proxies", "loss"], "loss"),
+    (["--requests", "0"], "--requests must be >= 1, got 0"),  # an explicit zero is refused, never the preset's
+    (["--seeds", "-1"], "--seeds must be model seeds >= 0"),
+    (["--name", "../x"], "--name must be one folder name"),
 ])
 def test_study_refuses_unknown_methods_and_configs_in_one_line(tmp_path, args, needle, in_process):
     (tmp_path / "c.json").write_text(json.dumps([{"algorithm": "frobnicate", "dataset": "digits", "arch": "resnet18",
