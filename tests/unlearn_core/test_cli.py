@@ -212,3 +212,24 @@ def test_sequential_requests_and_rum_in_one_store(first_run, run_main):
     assert rum.returncode == 0, rum.stderr
     assert "└ low: none on 20 examples" in rum.stdout and "└ high: neggrad_plus on 20 examples" in rum.stdout
     assert "mean ToW" in rum.stdout
+
+
+@pytest.mark.parametrize("algorithm", ["salun", "random_label", "neggrad", "l1_sparse"])
+def test_every_registered_algorithm_runs_from_the_cli(first_run, run_main, algorithm):
+    """Each of RUM's ingredients runs like SCRUB: one epoch on the embedded default, a record with ToW and ToW-MIA."""
+    store, _ = first_run
+    res = run_main("run", "--algorithm", algorithm, *TINY, "--train-epochs", "3", "--param", "epochs=1",
+                   "--store", str(store), "--json")
+    assert res.returncode == 0, res.stderr
+    rec = json.loads(res.stdout)
+    assert rec["algorithm"] == algorithm and 0 <= rec["tow"] <= 1 and 0 <= rec["tow_mia"] <= 1, rec
+
+
+def test_the_papers_cifar10_rum_plan_runs_on_the_embedded_default(first_run, run_main):
+    """none -> finetune -> salun, the RUM script's settings (the paper's best RUM for CIFAR-10), on digits."""
+    store, _ = first_run
+    res = run_main("run", "--algorithm", "rum", *TINY, "--train-epochs", "3", "--forget", "mix", "--forget-size",
+                   "60", "--rum-plan", "paper_cifar10", "--store", str(store))
+    assert res.returncode == 0, res.stderr
+    assert "└ low: none" in res.stdout and "└ mid: finetune" in res.stdout and "└ high: salun" in res.stdout
+    assert "mean ToW" in res.stdout
