@@ -67,7 +67,7 @@ def test_aws_gpu_workers_scale_and_head_takes_no_gpu_trials():
     assert all(t["min_workers"] == 0 and t["max_workers"] >= 1 for t in workers)
     assert prepared["provider"]["cache_stopped_nodes"] is False
     assert prepared["file_mounts"]["~/unlearn-search"] == "."
-    assert any("pip install" in c and "-e ~/unlearn-search" in c for c in prepared["setup_commands"])
+    assert any("pip install" in c and '-e "$HOME/unlearn-search[s3]"' in c for c in prepared["setup_commands"])
     assert any("nvidia-cuda-mps-control -d" in c for c in prepared["worker_start_ray_commands"])
 
 
