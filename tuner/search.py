@@ -49,11 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
         add_flag(g, option, help, default, said, **kw)
     add_flag(groups["outputs"], "--optuna-storage", "Optuna storage URL: sqlite:////ABS/PATH.db, postgresql://..., "
                                                     "mysql://... or journal:///ABS/PATH.log (a journal file, safe on "
-                                                    "NFS)", said="sqlite:///STORAGE/NAME/optuna.db; on s3:// or "
-                                                                 "gs://, journal://STORAGE/NAME/optuna.log")
+                                                    "NFS)", said=study_storage_rule())
     add_flag(groups["outputs"], "--name", "experiment name: one folder name (letters, digits, -_.)",
              said="<algorithm>-<date-time>")
     return p
+
+
+def study_storage_rule() -> str:
+    """Where a search's study goes by default, in words, from `study_storage.default_url` itself."""
+    from .study_storage import default_url
+
+    return f"{default_url('/STORAGE/NAME')}; on an object store {default_url('s3://BUCKET/NAME')}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -72,18 +72,20 @@ def tune_environment() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def trial_resources(s: SearchSettings, res: dict) -> tuple[float, float, int]:
-    """(CPUs, GPUs) per trial and how many trials run at once on this cluster."""
+def trial_resources(s: SearchSettings, res: dict, joined: bool = False) -> tuple[float, float, int]:
+    """(CPUs, GPUs) per trial and how many trials run at once on this cluster. A joined cluster with no GPU yet
+    may be an autoscaling one whose GPU workers start at zero (cluster.yaml): an explicit --gpus-per-trial is
+    then kept and the trials wait, pending, for the autoscaler to add GPU nodes."""
     gpus_total = res.get("GPU", 0)
     g = s.gpus_per_trial
     if g is None:
         g = GPU_SHARE if gpus_total else 0.0
-    if g > 0 and not gpus_total:
+    if g > 0 and not gpus_total and not joined:
         raise ConfigError(f"--gpus-per-trial {g} asks for GPUs, but the Ray cluster has none")
     c = s.cpus_per_trial
     limit = int(res.get("CPU", 1) // c)
     if g > 0:
-        limit = min(limit, int(gpus_total / g + 1e-9))
+        limit = min(limit, int(gpus_total / g + 1e-9)) if gpus_total else s.num_samples
     return c, g, max(1, s.max_concurrent or limit)
 
 
@@ -130,8 +132,11 @@ def search_claimed(s: SearchSettings, datasets: dict) -> int:
     sigterm_as_sigint()
     tune_environment()
     try:
-        res = connect(cluster_address(s.address), local_gpus=s.local_gpus, dashboard=not s.no_dashboard, log=log)
-        cpus, gpus, concurrent = trial_resources(s, res)
+        address = cluster_address(s.address)
+        res = connect(address, local_gpus=s.local_gpus, dashboard=not s.no_dashboard, log=log)
+        cpus, gpus, concurrent = trial_resources(s, res, joined=bool(address))
+        if gpus and not res.get("GPU"):
+            log(f"the cluster has no GPU yet: trials ({gpus:g} GPU each) wait for the autoscaler to add GPU nodes")
         if not s.resume:
             write_json(f"{s.exp_dir}/search.json", search_record(s, {
                 "cpus_per_trial": cpus, "gpus_per_trial": gpus, "max_concurrent": concurrent}), indent=1)

@@ -247,7 +247,7 @@ def check_experiment(s: SearchSettings, datasets: dict) -> None:
 
     space = search_spaces.get_space(s.algorithm)
     params = search_spaces.to_config_params(space, search_spaces.paper_config(s.algorithm, *s.pairs[0]))
-    if not s.address and (s.gpus_per_trial or 0) > 0:  # a local Ray sees this machine's GPUs: check them now
+    if not cluster_address(s.address) and (s.gpus_per_trial or 0) > 0:  # a local Ray: this machine's GPUs
         import torch
 
         local = s.local_gpus if s.local_gpus is not None else torch.cuda.device_count()

@@ -88,7 +88,11 @@ def test_every_search_help_default_is_the_settings_default(in_process):
             assert action.default == value and said == shown(value), (dest, action.default, said)
     check_per_dataset(opts)
     assert opts["forget_classes"][1] == shown(fields["forget_classes"].default)
-    assert opts["store"][1] == "STORAGE/artifacts" and opts["optuna_storage"][1] == "sqlite under the experiment folder"
+    from tuner.study_storage import default_url
+
+    assert opts["store"][1] == "STORAGE/artifacts"
+    assert opts["optuna_storage"][1] == (f"{default_url('/STORAGE/NAME')}; on an object store "
+                                         f"{default_url('s3://BUCKET/NAME')}")
     # the finals' seeds: the rule as said, and as default_final_seeds applies it
     n_small, small, n_else = re.fullmatch(r"(\d+) when every dataset is (\w+), else (\d+) as the paper",
                                           opts["final_seeds"][1]).groups()

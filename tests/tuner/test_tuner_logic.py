@@ -32,6 +32,9 @@ def test_resources_fill_the_cluster_and_share_gpus():
     assert trial_resources(settings(max_concurrent=3), {"CPU": 16}) == (1.0, 0.0, 3)
     with pytest.raises(ConfigError, match="GPU"):
         trial_resources(settings(gpus_per_trial=0.5), {"CPU": 4})
+    # a joined cluster whose GPU workers start at zero: the trials wait for the autoscaler, all of them queued
+    assert trial_resources(settings(gpus_per_trial=0.25, num_samples=64), {"CPU": 8}, joined=True) == (1.0, 0.25, 64)
+    assert trial_resources(settings(), {"CPU": 8}, joined=True) == (1.0, 0.0, 8)  # no GPU asked for: none used
 
 
 def test_settings_round_trip_through_search_json():
