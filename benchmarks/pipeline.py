@@ -52,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--profile", action="store_true", help="torch.profiler top-15 kernels of one SCRUB epoch")
     ap.add_argument("--concurrency", help="process counts, comma-separated (default 2,4,8; --tiny: 2)")
     ap.add_argument("--repeats", type=int, help="timed repeats for P1 and the baseline (default 3; --tiny: 2)")
+    ap.add_argument("--trial-repeats", type=int, help="P2's timed trials (default 2)")
     ap.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     ap.add_argument("--seed", type=int, default=0)
     for flag, kw in (("--worker", dict(action="store_true")), ("--worker-pool", {}), ("--worker-barrier", {}),
@@ -98,6 +99,8 @@ def main(argv=None) -> int:
     hyp = workload.HYP[mode]
     if args.repeats:
         hyp["run"]["repeats"] = args.repeats
+    if args.trial_repeats:
+        hyp["run"]["trial_repeats"] = args.trial_repeats
     if args.concurrency:
         hyp["run"]["concurrency"] = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
     device = pick_device(args.device)
