@@ -26,6 +26,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -190,13 +191,22 @@ def start_search(mode: dict, tmp: Path, env: dict) -> tuple[subprocess.Popen, li
     return proc, cmd, logfile, time.perf_counter()
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """End the search: SIGTERM first, which it turns into an orderly end that shuts its Ray down; then kill."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def check_search(proc: subprocess.Popen, cmd: list[str], logfile: Path, started: float, tmp: Path,
                  mode: dict) -> dict:
     try:
         rc = proc.wait(timeout=max(1.0, started + mode["timeout_s"]["search"] - time.perf_counter()))
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        stop(proc)
         rc = None
     out: dict[str, Any] = {"command": " ".join(cmd[1:]), "returncode": rc,
                            "search_s": round(time.perf_counter() - started, 1)}  # it ran beside (a)
@@ -385,8 +395,8 @@ def main(argv=None) -> int:
         step(res, "pipeline", lambda: check_pipeline(mode, npz, tmp, env, device_flag))
     finally:
         if search is not None and search[0].poll() is None:  # this run failed midway: leave no search behind
-            search[0].kill()
-            search[0].wait()
+            stop(search[0])
+        shutil.rmtree(tmp, ignore_errors=True)  # the unpacked CIFAR-10 (≈ 180 MB), the store, the search
 
     res["passed"] = all(s.get("passed") is not False for s in res["steps"].values())
     res["total_s"] = round(time.perf_counter() - t_start, 1)
