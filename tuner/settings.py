@@ -278,7 +278,7 @@ def from_args(a) -> SearchSettings:
     elif a.resume:
         raise ConfigError("--resume needs --name of the experiment to continue")
     name = a.name or f"{a.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}"
-    root = os.path.abspath(a.storage) if "://" not in a.storage else a.storage.rstrip("/")
+    root = os.path.abspath(os.path.expanduser(a.storage)) if "://" not in a.storage else a.storage.rstrip("/")
     check_storage(root)
     if a.optuna_storage:
         check_url(a.optuna_storage)

@@ -266,7 +266,7 @@ def run_study(a) -> int:
     address = cluster_address(a.address)
     if address:
         check_address(address, where(a.address))
-    root = os.path.abspath(a.storage)
+    root = os.path.abspath(os.path.expanduser(a.storage))
     name = check_name(a.name) if a.name else f"study-{a.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = os.path.join(root, name)
     store = a.store or os.path.join(root, "artifacts")

@@ -202,8 +202,10 @@ while True:
 EOF
 WATCH_PID=$!
 t0=$(date +%s)
+# As the README runs it: no --address (the job's RAY_ADDRESS names the cluster), a --storage outside the job's
+# temporary working folder.
 timeout 1800 "$RAY" job submit --submission-id "$JOB" --working-dir . -- \
-    python -m tuner.search scrub --num-samples 2 --final-seeds 2 --top-k 1 --address auto \
+    python -m tuner.search scrub --num-samples 2 --final-seeds 2 --top-k 1 --storage '~/unlearn-runs' \
     || say "ray job submit exited non-zero (the status below decides)"
 T_JOB=$(( $(date +%s) - t0 ))
 "$RAY" job logs "$JOB" > "$WORK/job.log" 2>&1 || die "ray job logs $JOB failed"
@@ -211,6 +213,7 @@ STATUS=$("$RAY" job status "$JOB" 2>&1 | tee "$WORK/job-status.log")
 echo "$STATUS" | grep -Eq "Job '$JOB' succeeded|: SUCCEEDED" \
     || { tail -40 "$WORK/job.log"; die "job $JOB did not succeed: $STATUS"; }
 grep -q "^experiment: " "$WORK/job.log" || die "the job log has no 'experiment:' line of the search"
+grep -q "^Ray: joined" "$WORK/job.log" || die "the job's search did not join the cluster in RAY_ADDRESS"
 kill "$WATCH_PID" 2> /dev/null; WATCH_PID=""
 [ -s "$WORK/metrics.txt" ] || die "no ray_unlearn_search_* metrics on the head's metrics endpoints during the job"
 # e.g. "completed=2 stopped=0 diverged=0 error=0 running=0"
