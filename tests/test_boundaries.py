@@ -41,3 +41,15 @@ def test_no_class_in_unlearn_core_is_over_150_lines():
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 150]
     assert not long, long
+
+
+def test_a_cli_prints_a_warning_as_one_line():
+    """The CLIs' warnings read `warning: MESSAGE` on one line, not Python's `path:line: Category:` plus the
+    source line (e.g. the artifact store's 'artifact ... is corrupt; it will be rebuilt')."""
+    import subprocess
+    import sys
+
+    code = ("from unlearn_core.errors import one_line_warnings; import warnings; one_line_warnings(); "
+            "warnings.warn('artifact /s/x.pt is corrupt\\n(sha256 mismatch); it will be rebuilt')")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert err == "warning: artifact /s/x.pt is corrupt (sha256 mismatch); it will be rebuilt\n"

@@ -5,7 +5,8 @@ trial that ran its schedule or that ASHA stopped, so trial states cannot tell. W
 `on_trial_complete` (or `on_trial_error`) for every trial it ends itself — schedule done, ASHA's stop, a
 failure — and never for those the interrupt cuts off. `TrialEndings` keeps that record for one `fit()`.
 
-SIGTERM (`ray job stop`, a batch scheduler, `kill`) is turned into SIGINT, so it ends a search the same way.
+SIGTERM (`ray job stop`, a batch scheduler, `kill`) is turned into SIGINT, so it ends a search the same way
+(installed after `ray.init`, which sets a SIGTERM handler of its own that exits mid-fit).
 
     endings = TrialEndings.fresh()
     tune.RunConfig(callbacks=[endings], ...)

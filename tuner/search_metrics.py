@@ -4,9 +4,11 @@ A Tune callback on the driver records three gauges per (dataset, arch). Ray expo
 from the metrics endpoint of the driver's node (`ray start --metrics-export-port`), beside Ray's own metrics, so
 the Prometheus that `ray metrics launch-prometheus` starts scrapes them with no extra configuration:
 
-    ray_unlearn_search_trials{dataset, arch, status}         running, completed, stopped, diverged, error
-    ray_unlearn_search_best_objective{dataset, arch, objective}  best final sel_tow / sel_tow_mia so far
-    ray_unlearn_search_epochs_per_second{dataset, arch}     unlearning epochs per second, running trials together
+    ray_unlearn_search_trials{experiment, dataset, arch, status}    running, completed, stopped, diverged, error
+    ray_unlearn_search_best_objective{experiment, dataset, arch, objective}  best final sel_tow / sel_tow_mia
+    ray_unlearn_search_epochs_per_second{experiment, dataset, arch}  epochs per second, running trials together
+
+`experiment` is the search's --name, so one Prometheus tells apart searches that run on one cluster at once.
 
 Counts are states, not events: a resumed search counts the trials that had ended before it was interrupted.
 The best objective is over trials that ran their whole schedule (their `final_sel_*`, what Optuna is told); a
@@ -14,7 +16,7 @@ trial stopped by ASHA has none. A trial's rate is epochs over time between its l
 report may be a restored one). The gauges go with the driver: a finished search leaves them on the endpoint
 until its driver exits, and in Prometheus as the last scrape before.
 
-    run_config=tune.RunConfig(callbacks=[SearchMetrics("digits", "resnet18")], ...)
+    run_config=tune.RunConfig(callbacks=[SearchMetrics("c10-scrub", "digits", "resnet18")], ...)
 """
 from __future__ import annotations
 
@@ -36,20 +38,20 @@ def gauges() -> dict:
 
     return {
         "trials": Gauge("unlearn_search_trials", "Trials of a search: running, or how they ended (completed, "
-                        "stopped by ASHA, diverged, error)", tag_keys=("dataset", "arch", "status")),
+                        "stopped by ASHA, diverged, error)", tag_keys=("experiment", "dataset", "arch", "status")),
         "best": Gauge("unlearn_search_best_objective", "Best final selection objective (validation ToW or "
-                      "ToW-MIA) among the trials that ran their whole schedule", tag_keys=("dataset", "arch",
-                                                                                             "objective")),
+                      "ToW-MIA) among the trials that ran their whole schedule",
+                      tag_keys=("experiment", "dataset", "arch", "objective")),
         "rate": Gauge("unlearn_search_epochs_per_second", "Unlearning epochs per second of the running trials "
-                      "together", tag_keys=("dataset", "arch")),
+                      "together", tag_keys=("experiment", "dataset", "arch")),
     }
 
 
 class SearchMetrics(tune.Callback):
     """Records the gauges of one (dataset, arch)'s Tuner from Tune's trial events."""
 
-    def __init__(self, dataset: str, arch: str):
-        self.tags = {"dataset": dataset, "arch": arch}
+    def __init__(self, experiment: str, dataset: str, arch: str):
+        self.tags = {"experiment": experiment, "dataset": dataset, "arch": arch}
         self._forget()
 
     def _forget(self) -> None:

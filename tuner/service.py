@@ -129,11 +129,11 @@ def search_claimed(s: SearchSettings, datasets: dict) -> int:
 
     from .prepare import prepare
 
-    sigterm_as_sigint()
     tune_environment()
     try:
         address = cluster_address(s.address)
         res = connect(address, local_gpus=s.local_gpus, dashboard=not s.no_dashboard, log=log)
+        sigterm_as_sigint()  # after ray.init, whose own SIGTERM handler (sys.exit) would abort a running Tune
         cpus, gpus, concurrent = trial_resources(s, res, joined=bool(address))
         if gpus and not res.get("GPU"):
             log(f"the cluster has no GPU yet: trials ({gpus:g} GPU each) wait for the autoscaler to add GPU nodes")
@@ -214,7 +214,8 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
             # No Tune checkpoints: each trial keeps its own latest state (tuner/trial_state.py says why).
             run_config=tune.RunConfig(name=f"tune-{dataset}-{arch}", storage_path=storage_path,
                                       storage_filesystem=storage_fs,
-                                      callbacks=[endings, StudyUpload(s.optuna_url), SearchMetrics(dataset, arch)],
+                                      callbacks=[endings, StudyUpload(s.optuna_url),
+                                                 SearchMetrics(s.name, dataset, arch)],
                                       failure_config=tune.FailureConfig(max_failures=s.max_failures), verbose=1))
     log(f"search: {s.algorithm} on {dataset}/{arch}, {s.num_samples} trials, {concurrent} at once, "
         f"{cpus:g} CPU + {gpus:g} GPU each")

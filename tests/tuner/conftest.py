@@ -70,19 +70,28 @@ def search_popen(search_root):
 
 
 @pytest.fixture(scope="session")
-def s3_server():
-    """A real S3-compatible server on loopback (moto's server mode) for this worker's tests; yields the environment
-    a client needs (AWS_ENDPOINT_URL and dummy credentials), which searches started by the tests inherit."""
-    import logging
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server on loopback (moto's server mode, a process of its own so its request handling
+    competes with no test for the GIL); yields the environment a client needs (AWS_ENDPOINT_URL and dummy
+    credentials), which is also set here so searches started by the tests inherit it."""
+    import socket
 
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "moto's server did not start"
+            time.sleep(0.2)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env
@@ -91,7 +100,9 @@ def s3_server():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-    server.stop()
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
 
 
 @pytest.fixture

@@ -1,17 +1,24 @@
-"""Searches run the Ray way on a `ray start --head` cluster on 127.0.0.1 (token auth on, dashboard on):
+"""Searches run the Ray way, and watched the Ray way, on one `ray start --head` cluster on 127.0.0.1 (token auth,
+dashboard on, `--metrics-export-port`):
 
-* submitted as a Ray Job exactly as the README's cluster guide says — `ray job submit --working-dir . --
-  python -m tuner.search ...`, no --address: the driver joins the cluster named by RAY_ADDRESS, which Ray sets
-  for a job — it ends SUCCEEDED, and its log is readable with `ray job logs`;
+* a search submitted as a Ray Job exactly as the README's cluster guide says — `ray job submit --working-dir .
+  -- python -m tuner.search ...`, no --address: the driver joins the cluster named by RAY_ADDRESS, which Ray
+  sets for a job — ends SUCCEEDED, and its log is readable with `ray job logs`;
 * at the same time, two drivers on this machine race for one experiment name (joining the same cluster through
   RAY_ADDRESS): one is refused in one line before it touches anything, the other finishes a whole search (SalUn:
   a search over any registered algorithm runs like SCRUB's);
-* both experiments use one `--optuna-storage`: it holds two studies, one per experiment.
+* both experiments use one `--optuna-storage`: it holds two studies, one per experiment;
+* the dashboard's view: the Tasks page (`ray list tasks`) names the prepare, final and study tasks after what
+  they build (the job's search has an artifact store of its own, so its prepare tasks run; a one-cell study
+  follows), and Ray's own task metric (`ray_tasks`, what Grafana charts) carries the same names;
+* the head's metrics endpoint, scraped throughout, serves the job's search gauges beside Ray's own, agreeing
+  with its trials.csv; the Grafana dashboard in docs/ queries only metrics the endpoint serves.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,14 +29,18 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib puts nothing on sys.path
+from metrics_scraper import PREFIX, Scraper, metrics_port  # noqa: E402
 from ray_nodes import BIN, RAY, Cluster  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
+GRAFANA = ROOT / "docs" / "grafana-search-dashboard.json"
 NUM_SAMPLES = 2
 ARGS = ["--num-samples", str(NUM_SAMPLES), "--train-epochs", "3", "--width", "0.125", "--final-seeds", "2",
-        "--top-k", "0"]
+        "--top-k", "1"]
+# one study cell: vanilla SCRUB, seed 0, one request of random examples (no memorization proxy to compute)
+STUDY = ["--preset", "smoke", "--methods", "scrub", "--seeds", "0", "--requests", "1", "--forget", "random"]
 TIMEOUT = 600
 
 
@@ -38,6 +49,9 @@ def cluster():
     c = Cluster()
     # The job's `python` is the one this test runs (what `source ~/venv/bin/activate` gives on a ray-up node).
     c.env["PATH"] = os.pathsep.join([str(BIN), c.env.get("PATH", "")])
+    # Ray sends a process's metrics to its node every 10 s by default; every 0.5 s here, so the last state of
+    # the search is on the endpoint before its driver exits.
+    c.env["RAY_metrics_report_interval_ms"] = "500"
     try:
         c.start_head(num_cpus=2, dashboard=True)
         yield c
@@ -55,13 +69,17 @@ def job(cluster, *args: str, timeout: float = 120) -> subprocess.CompletedProces
 def runs(cluster, shared_store, tmp_path_factory):
     root = tmp_path_factory.mktemp("jobs")
     study_db = f"sqlite:///{root}/studies.db"
-    common = ["--storage", str(root), "--store", str(shared_store), "--optuna-storage", study_db, *ARGS]
+    common = ["--storage", str(root), "--optuna-storage", study_db, *ARGS]
+    scraper = Scraper(metrics_port(cluster))
+    scraper.start()
     submitted = job(cluster, "submit", "--no-wait", "--submission-id", "jobbed", "--working-dir", ".", "--",
-                    "python", "-m", "tuner.search", "scrub", "--name", "jobbed", *common)
+                    "python", "-m", "tuner.search", "scrub", "--name", "jobbed", "--store", str(root / "artifacts"),
+                    *common)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     # Two drivers on this machine, joining the cluster through RAY_ADDRESS (no --address), race for one name.
     env = {**cluster.env, "RAY_ADDRESS": cluster.address}
-    racers = [subprocess.Popen([sys.executable, "-m", "tuner.search", "salun", "--name", "raced", *common],
+    racers = [subprocess.Popen([sys.executable, "-m", "tuner.search", "salun", "--name", "raced",
+                                "--store", str(shared_store), *common],
                                cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for _ in range(2)]
     try:
@@ -75,11 +93,26 @@ def runs(cluster, shared_store, tmp_path_factory):
             f"job 'jobbed' {s}" in status.stdout.lower() for s in ("succeeded", "failed", "stopped")):
         assert time.monotonic() < deadline, status.stdout
         time.sleep(2)
+    time.sleep(1.5)  # the driver's last export, scraped
+    scraper.stop.set()
+    scraper.join(timeout=10)
     logs = job(cluster, "logs", "jobbed")
+    study = subprocess.run(
+        [sys.executable, "-m", "tuner.study", *STUDY, "--storage", str(root), "--store", str(root / "artifacts"),
+         "--name", "cells"], cwd=root, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert study.returncode == 0, study.stdout[-4000:] + study.stderr[-4000:]
+    listed = subprocess.run([RAY, "list", "tasks", "--address", cluster.dashboard_url, "--format", "json",
+                             "--limit", "10000"], env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    exp = root / "jobbed"
     return {"root": root, "study_db": study_db, "status": status.stdout + status.stderr, "logs": logs.stdout,
-            "raced": raced}
+            "raced": raced, "tasks": json.loads(listed.stdout), "scraper": scraper,
+            "search": json.loads((exp / "search.json").read_text()) if (exp / "search.json").exists() else None,
+            "trials": pd.read_csv(exp / "trials.csv", dtype={"trial_id": str}) if (exp / "trials.csv").exists()
+            else None}
 
 
+# --- Ray Jobs, RAY_ADDRESS, claims, study storage -------------------------------------------------------------
 def test_a_search_submitted_as_a_ray_job_succeeds_and_its_log_is_readable(runs):
     assert "Job 'jobbed' succeeded" in runs["status"], f"{runs['status']}\n{runs['logs'][-5000:]}"
     log = runs["logs"]
@@ -107,3 +140,47 @@ def test_one_optuna_storage_holds_one_study_per_experiment(runs):
     summaries = optuna.get_all_study_summaries(storage=runs["study_db"])
     assert sorted(s.study_name for s in summaries) == ["jobbed/digits-resnet18", "raced/digits-resnet18"]
     assert all(s.n_trials == NUM_SAMPLES for s in summaries), [(s.study_name, s.n_trials) for s in summaries]
+
+
+# --- what the dashboard and Prometheus see ---------------------------------------------------------------------
+def test_prepare_final_and_study_tasks_are_named_after_what_they_build(runs):
+    names = {t["name"] for t in runs["tasks"]}
+    seeds = [runs["search"]["search_seed"], *runs["search"]["final_seeds"]]
+    assert {f"prepare digits/resnet18 seed {s}" for s in seeds} <= names, sorted(names)
+    assert {f"final digits/resnet18 paper seed {s}" for s in runs["search"]["final_seeds"]} <= names, sorted(names)
+    finals = [n for n in names if n.startswith("final ")]
+    assert all(re.fullmatch(r"final digits/resnet18 (paper|trial \w+) seed \d+", n) for n in finals), finals
+    assert "study digits/resnet18 scrub seed 0" in names, sorted(names)
+    # the functions' own names would mean a task went unnamed
+    assert not names & {"_prepare_one", "_run_one", "_run_cell"}, sorted(names)
+    assert {f"prepare digits/resnet18 seed {s}" for s in seeds} <= runs["scraper"].task_names
+
+
+def test_search_metrics_are_on_the_nodes_metrics_endpoint(runs):
+    """The job's search, told from the SalUn search racing beside it by the `experiment` tag (its --name)."""
+    scraper, trials = runs["scraper"], runs["trials"]
+    pair = {"experiment": "jobbed", "dataset": "digits", "arch": "resnet18"}
+    assert scraper.seen(f"{PREFIX}trials", experiment="raced"), "the other search's gauges are served too"
+    by_status = trials["status"].value_counts().to_dict()
+    ended = {s: scraper.last(f"{PREFIX}trials", status=s, **pair) for s in ("completed", "stopped", "diverged",
+                                                                             "error")}
+    assert ended == {s: float(by_status.get(s, 0)) for s in ended}, (ended, by_status)
+    assert sum(ended.values()) == NUM_SAMPLES
+    assert max(scraper.seen(f"{PREFIX}trials", status="running", **pair)) >= 1
+    assert scraper.last(f"{PREFIX}trials", status="running", **pair) == 0
+    completed = trials[trials["status"] == "completed"]
+    assert len(completed) >= 1, trials
+    for k in ("sel_tow", "sel_tow_mia"):
+        best = scraper.last(f"{PREFIX}best_objective", objective=k, **pair)
+        assert best is not None and 0 <= best <= 1
+        assert best == pytest.approx(completed[k].max(), abs=1e-9), (k, best, completed[k].tolist())
+    assert max(scraper.seen(f"{PREFIX}epochs_per_second", **pair)) > 0
+
+
+def test_grafana_dashboard_queries_metrics_the_endpoint_serves(runs):
+    """The project's gauges and Ray's own (GPU metrics aside: this cluster has no GPU)."""
+    exprs = [t["expr"] for p in json.loads(GRAFANA.read_text())["panels"] for t in p.get("targets", [])]
+    queried = set(re.findall(r"\bray_\w+", " ".join(exprs))) - {"ray_node_gpus_utilization"}
+    assert {n for n in queried if n.startswith(PREFIX)} == {f"{PREFIX}{m}" for m in ("trials", "best_objective",
+                                                                                    "epochs_per_second")}
+    assert queried <= runs["scraper"].families, queried - runs["scraper"].families
