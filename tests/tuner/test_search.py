@@ -110,6 +110,8 @@ def both_run(search_root, shared_store, search_cli, search_popen):
     log = search_root / "both-interrupted.log"
     proc = search_popen("scrub", "--storage", str(runs), "--store", str(shared_store), "--name", name,
                         *FAST, "--points", str(points), "--local-gpus", "1", "--gpus-per-trial", "0.5",
+                        # logical GPUs on a CPU: say where trials compute, as records key on it (a GPU is assumed)
+                        "--device", "cpu",
                         "--cpus-per-trial", "1", out=log)
     try:
         deadline = time.monotonic() + 600
