@@ -55,7 +55,9 @@ MODES: dict[str, dict[str, Any]] = {
     "tiny": dict(dataset="digits", accuracy_floor=50.0,
                  run_args=["--train-epochs", "3", "--param", "epochs=2,max_steps=1"],
                  search_trials=2,  # and the paper's config alone in the finals: Ray on 2 cores is slow enough
-                 search_args=["--top-k", "0", "--train-epochs", "1", "--local-gpus", "1", "--device", "cpu"],
+                 # the test suite's search settings, so a shared --store already holds its models and finals
+                 search_args=["--top-k", "0", "--train-epochs", "3", "--width", "0.125", "--local-gpus", "1",
+                              "--device", "cpu"],
                  pipeline_args=["--tiny", "--skip", "concurrency", "mps", "artifacts", "p3", "--repeats", "1",
                                 "--trial-repeats", "1"],
                  timeout_s={"run": 300, "search": 300, "pipeline": 300}),
@@ -73,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", help="write the JSON here")
     ap.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--store", help="artifact store to use and keep (models already in it are reused; default: a "
+                                    "temporary one)")
     return ap.parse_args(argv)
 
 
@@ -181,9 +185,9 @@ def search_available() -> Optional[str]:
             "PYTHONPATH (benchmarks/README.md)") if missing else None
 
 
-def start_search(mode: dict, tmp: Path, env: dict) -> tuple[subprocess.Popen, list[str], Path, float]:
+def start_search(mode: dict, tmp: Path, env: dict, store: Path) -> tuple[subprocess.Popen, list[str], Path, float]:
     cmd = [sys.executable, "-m", "tuner.search", "scrub", "--num-samples", str(mode["search_trials"]),
-           "--gpus-per-trial", str(SEARCH_GPU_SHARE), "--final-seeds", "2",
+           "--gpus-per-trial", str(SEARCH_GPU_SHARE), "--final-seeds", "2", "--store", str(store),
            "--storage", str(tmp / "runs"), "--name", "acceptance", "--no-dashboard", *mode["search_args"]]
     logfile = tmp / "search.log"
     with open(logfile, "w") as f:  # a file, not a pipe: Ray's chatter must never fill a pipe and stall it
@@ -367,14 +371,15 @@ def main(argv=None) -> int:
     timing.device_name_after_context(res["provenance"], device)
 
     why_not = search_available()
-    search = None if why_not else start_search(mode, tmp, env)
+    store = Path(args.store) if args.store else tmp / "store"
+    search = None if why_not else start_search(mode, tmp, env, store)
     try:
         log(f"[a] python -m unlearn_core run (scrub, {mode['dataset']}) ..."
             + ("" if why_not else f"  [b] tuner.search ({mode['search_trials']} trials) beside it ..."))
         made: dict[str, Any] = {}
 
         def run_step() -> dict:
-            out, made["ws"] = check_run(mode, run_command(mode, tmp / "store", data_dir, device_flag), env,
+            out, made["ws"] = check_run(mode, run_command(mode, store, data_dir, device_flag), env,
                                         data_dir, cuda)
             return out
 

@@ -21,10 +21,12 @@ SCRIPT = ROOT / "benchmarks" / "gpu_acceptance.py"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, shared_store):
     out = tmp_path_factory.mktemp("acceptance") / "acceptance.json"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--out", str(out)], cwd=out.parent, env=env,
+    # the suite's shared store: the digits models and the paper config's finals the other searches build
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--out", str(out), "--store", str(shared_store)],
+                          cwd=out.parent, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return json.loads(out.read_text()), proc.stdout
