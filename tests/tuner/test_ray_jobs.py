@@ -129,7 +129,7 @@ def test_of_two_searches_racing_for_one_name_one_is_refused_and_the_other_is_who
     assert len(lines) == 1 and "experiment 'raced' already exists" in lines[0], lines
     exp = runs["root"] / "raced"
     tune_dir = exp / "tune-digits-resnet18"
-    assert len(list(tune_dir.glob("experiment_state-*.json"))) == 1
+    # (Tune may keep more than one experiment_state-*.json of one experiment: the trial folders tell)
     assert len([p for p in tune_dir.iterdir() if p.is_dir()]) == NUM_SAMPLES
     trials = pd.read_csv(exp / "trials.csv")
     assert len(trials) == NUM_SAMPLES and set(trials["status"]) <= {"completed", "stopped", "diverged"}
