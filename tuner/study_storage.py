@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from typing import Optional
 
 import fsspec
 
@@ -65,9 +66,8 @@ def open_storage(url: str):
     if url.startswith(JOURNAL):
         from optuna.storages.journal import JournalFileBackend
 
-        path = url[len(JOURNAL):]
-        if "://" in path:
-            path = local_copy(path)
+        remote = remote_journal(url)
+        path = local_copy(remote) if remote else url[len(JOURNAL):]
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     return optuna.storages.RDBStorage(url)
 
@@ -75,6 +75,12 @@ def open_storage(url: str):
 def study_name(experiment: str, dataset: str, arch: str) -> str:
     """The Optuna study of one (dataset, arch) of an experiment: one storage may hold many experiments."""
     return f"{experiment}/{dataset}-{arch}"
+
+
+def remote_journal(url: str) -> Optional[str]:
+    """The object-store path of a journal URL that names one (journal://s3://...), else None."""
+    path = url[len(JOURNAL):] if url.startswith(JOURNAL) else ""
+    return path if "://" in path else None
 
 
 def local_path(remote: str) -> str:
@@ -101,18 +107,19 @@ def local_copy(remote: str) -> str:
 
 def forget_local_copy(url: str) -> None:
     """A new experiment starts from an empty study: drop a local copy an earlier one of that URL left here."""
-    if url.startswith(JOURNAL) and "://" in url[len(JOURNAL):]:
+    remote = remote_journal(url)
+    if remote:
         with contextlib.suppress(FileNotFoundError):
-            os.remove(local_path(url[len(JOURNAL):]))
+            os.remove(local_path(remote))
 
 
 def upload(url: str) -> None:
     """Copy a remote journal's local copy back beside the results (nothing to do for any other storage)."""
-    if not url.startswith(JOURNAL) or "://" not in url[len(JOURNAL):]:
+    remote = remote_journal(url)
+    if not remote:
         return
     from unlearn_core.artifacts import write_atomic
 
-    remote = url[len(JOURNAL):]
     local = local_path(remote)
     if os.path.exists(local):
         with open(local, "rb") as f:
@@ -121,9 +128,7 @@ def upload(url: str) -> None:
 
 def dashboard_hint(url: str) -> str:
     """How to open the study in optuna-dashboard."""
-    if url.startswith(JOURNAL):
-        path = url[len(JOURNAL):]
-        if "://" in path:
-            return f"{path} (this machine's copy: optuna-dashboard {local_path(path)})"
-        return f"optuna-dashboard {path}"
-    return f"optuna-dashboard {url}"
+    remote = remote_journal(url)
+    if remote:
+        return f"{remote} (this machine's copy: optuna-dashboard {local_path(remote)})"
+    return f"optuna-dashboard {url[len(JOURNAL):] if url.startswith(JOURNAL) else url}"
