@@ -53,7 +53,8 @@ MODES: dict[str, dict[str, Any]] = {
                  timeout_s={"run": 270, "search": 270, "pipeline": 180}),
     # CPU, digits, width 0.125 (the embedded default), a few epochs: the code paths in about a minute.
     "tiny": dict(dataset="digits", accuracy_floor=50.0,
-                 run_args=["--train-epochs", "3", "--param", "epochs=2,max_steps=1"],
+                 # the search's forget set (mix): a shared --store then holds this run's retrain as well
+                 run_args=["--train-epochs", "3", "--forget", "mix", "--param", "epochs=2,max_steps=1"],
                  search_trials=2,  # and the paper's config alone in the finals: Ray on 2 cores is slow enough
                  # the test suite's search settings, so a shared --store already holds its models and finals
                  search_args=["--top-k", "0", "--train-epochs", "3", "--width", "0.125", "--local-gpus", "1",

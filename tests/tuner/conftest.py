@@ -69,6 +69,26 @@ def search_popen(search_root):
     return start
 
 
+def interrupt_when(proc: subprocess.Popen, ready, log: Path, sig: int, what: str, every: float = 0.1,
+                   timeout: float = 600) -> int:
+    """Send `sig` to a running search once `ready()` is true (polled every `every` s); its exit status.
+    Fails the test if the search ends first or `ready` never holds; the process never outlives this call."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"the search ended before {what}: exit {proc.returncode}\n{log.read_text()[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"not {what} within {timeout:g} s:\n{log.read_text()[-4000:]}")
+            time.sleep(every)
+        proc.send_signal(sig)
+        return proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3-compatible server on loopback (moto's server mode, a process of its own so its request handling

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import signal
-import time
 from types import SimpleNamespace
 
 import fsspec
@@ -17,6 +16,8 @@ import optuna
 import pandas as pd
 import pytest
 import torch
+
+from .conftest import interrupt_when
 
 pytestmark = pytest.mark.slow
 
@@ -69,21 +70,12 @@ def s3_run(s3_server, search_root, search_popen, search_cli):
     log = search_root / "s3-interrupted.log"
     args = ["scrub", "--storage", "s3://unlearn/runs", "--name", "s3", *ARGS]
     proc = search_popen(*args, "--points", str(points), out=log)
-    try:
-        deadline = time.monotonic() + 600
-        while not (len(rows := states(fs, exp)) == NUM_SAMPLES and not all(r["final"] for r in rows)):
-            if proc.poll() is not None:
-                pytest.fail(f"the search ended before both trials ran: exit {proc.returncode}\n"
-                            f"{log.read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"both trials not running within 600 s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        rc = proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    def both_running():
+        rows = states(fs, exp)
+        return len(rows) == NUM_SAMPLES and not all(r["final"] for r in rows)
+
+    # every 0.5 s: each look is a listing and reads through the S3 server, which competes for the CPU
+    rc = interrupt_when(proc, both_running, log, signal.SIGINT, "both trials ran", every=0.5)
     fs.invalidate_cache()
     first = SimpleNamespace(rc=rc, log=log.read_text(), files=set(fs.find(exp)), statuses=statuses(fs, exp)
                             if fs.exists(f"{exp}/trials.csv") else {})

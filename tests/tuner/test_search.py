@@ -26,6 +26,8 @@ import pytest
 
 import search_spaces
 
+from .conftest import interrupt_when
+
 FAST = ["--num-samples", "4", "--train-epochs", "3", "--width", "0.125", "--final-seeds", "2", "--top-k", "1",
         "--no-dashboard"]
 NUM_SAMPLES = 4
@@ -113,20 +115,8 @@ def both_run(search_root, shared_store, search_cli, search_popen):
                         # logical GPUs on a CPU: say where trials compute, as records key on it (a GPU is assumed)
                         "--device", "cpu",
                         "--cpus-per-trial", "1", out=log)
-    try:
-        deadline = time.monotonic() + 600
-        while not _interruptible(exp):
-            if proc.poll() is not None:
-                pytest.fail(f"the search ended before it could be interrupted: {describe(proc, log)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"no trial finished / mid-run within 600 s: {describe(proc, log)}")
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        first_rc = proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    first_rc = interrupt_when(proc, lambda: _interruptible(exp), log, signal.SIGTERM,
+                              "a trial finished and another was mid-run")
     first = SimpleNamespace(rc=first_rc, log=log, results=trial_results(exp / TUNE_DIR),
                             trials=read_trials(exp / "trials.csv") if (exp / "trials.csv").exists() else None,
                             study_trials=len(load_study(exp).trials), meta=(exp / "search.json").read_text())
