@@ -14,7 +14,10 @@ Counts are states, not events: a resumed search counts the trials that had ended
 The best objective is over trials that ran their whole schedule (their `final_sel_*`, what Optuna is told); a
 trial stopped by ASHA has none. A trial's rate is epochs over time between its last two reports (its first
 report may be a restored one). The gauges go with the driver: a finished search leaves them on the endpoint
-until its driver exits, and in Prometheus as the last scrape before.
+until its driver exits, and in Prometheus as the last scrape before: a search that joined a cluster waits
+`export_wait()` before it exits, so its final counts are exported and scraped (Ray exports every
+RAY_metrics_report_interval_ms, 10 s by default; the Prometheus of `ray metrics launch-prometheus` scrapes
+every 10 s).
 
     run_config=tune.RunConfig(callbacks=[SearchMetrics("c10-scrub", "digits", "resnet18")], ...)
 """
@@ -22,12 +25,27 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import time
 
 from ray import tune
 
 from .trial_schema import ENDED, trial_status
 
 OBJECTIVES = ("sel_tow", "sel_tow_mia")
+_LAST_SET = [0.0]  # time.monotonic() of this process's last gauge update
+
+
+def export_wait() -> float:
+    """Seconds until this process's last gauge values have been exported and scraped: two of Ray's metrics
+    report intervals after the last update (one to export, one for the scrape), none where nothing was set.
+
+        time.sleep(export_wait())  # before a driver that joined a cluster exits
+    """
+    if not _LAST_SET[0]:
+        return 0.0
+    interval = float(os.environ.get("RAY_metrics_report_interval_ms", "10000")) / 1000
+    return max(0.0, _LAST_SET[0] + 2 * interval - time.monotonic())
 
 
 @functools.cache
@@ -128,3 +146,4 @@ class SearchMetrics(tune.Callback):
         for k, v in self.best.items():
             g["best"].set(v, tags={**self.tags, "objective": k})
         g["rate"].set(sum(self.rates.values()), tags=self.tags)
+        _LAST_SET[0] = time.monotonic()

@@ -128,6 +128,7 @@ def search_claimed(s: SearchSettings, datasets: dict) -> int:
     import ray
 
     from .prepare import prepare
+    from .search_metrics import export_wait
 
     tune_environment()
     try:
@@ -161,6 +162,8 @@ def search_claimed(s: SearchSettings, datasets: dict) -> int:
         ray.shutdown()
         return 130
     log("\n" + best_configs_markdown(summary))
+    if address:  # a cluster's Prometheus scrapes the search's gauges: let it see their final values
+        time.sleep(export_wait())
     ray.shutdown()
     return 0
 

@@ -121,7 +121,9 @@ def run_to_end(proc: subprocess.Popen, log: Path, timeout: float = SEARCH_TIMEOU
 
 def start_search(cluster: Cluster, cwd: Path, log: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     with open(log, "a") as f:  # its own session: a kill hits the driver and nothing else
-        return subprocess.Popen(cli(*args), cwd=cwd, env={**cluster.env, **(env or {})}, stdout=f,
+        # a joined driver waits two metrics exports before it exits (tuner/search_metrics.py): 2 x 0.5 s here
+        return subprocess.Popen(cli(*args), cwd=cwd, env={**cluster.env, "RAY_metrics_report_interval_ms": "500",
+                                                          **(env or {})}, stdout=f,
                                 stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
