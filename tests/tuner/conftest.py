@@ -69,18 +69,31 @@ def search_popen(search_root):
     return start
 
 
+def tail(log: Path | None, n: int = 4000) -> str:
+    return log.read_text(errors="replace")[-n:] if log and log.exists() else ""
+
+
+def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None,
+             every: float = 0.5):
+    """`cond()`'s first true value, polled every `every` s; fails the test if `proc` exits first or `timeout`
+    passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"search exited {proc.returncode} before {what}:\n{tail(log)}")
+        time.sleep(every)
+    pytest.fail(f"no {what} after {timeout}s:\n{tail(log)}")
+
+
 def interrupt_when(proc: subprocess.Popen, ready, log: Path, sig: int, what: str, every: float = 0.1,
                    timeout: float = 600) -> int:
-    """Send `sig` to a running search once `ready()` is true (polled every `every` s); its exit status.
-    Fails the test if the search ends first or `ready` never holds; the process never outlives this call."""
+    """Send `sig` to a running search once `ready()` is true (`wait_for`); its exit status. The process never
+    outlives this call."""
     try:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if proc.poll() is not None:
-                pytest.fail(f"the search ended before {what}: exit {proc.returncode}\n{log.read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"not {what} within {timeout:g} s:\n{log.read_text()[-4000:]}")
-            time.sleep(every)
+        wait_for(ready, timeout, what, proc, log, every)
         proc.send_signal(sig)
         return proc.wait(timeout=300)
     finally:

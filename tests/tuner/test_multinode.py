@@ -33,6 +33,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib puts nothing on sys.path
 from ray_nodes import Cluster, kill_session  # noqa: E402
 
+from .conftest import tail, wait_for  # noqa: E402
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 NUM_SAMPLES = 3
@@ -92,23 +94,6 @@ def complete_numbers(exp: Path) -> list[int] | None:
             return [n for (n,) in con.execute("SELECT number FROM trials WHERE state = 'COMPLETE'")]
     except sqlite3.Error:  # no tables yet, or locked
         return None
-
-
-def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None,
-             every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"search exited {proc.returncode} before {what}:\n{tail(log)}")
-        time.sleep(every)
-    pytest.fail(f"no {what} after {timeout}s:\n{tail(log)}")
-
-
-def tail(log: Path | None, n: int = 4000) -> str:
-    return log.read_text(errors="replace")[-n:] if log and log.exists() else ""
 
 
 def run_to_end(proc: subprocess.Popen, log: Path, timeout: float = SEARCH_TIMEOUT) -> int:

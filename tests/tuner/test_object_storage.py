@@ -75,7 +75,7 @@ def s3_run(s3_server, search_root, search_popen, search_cli):
         return len(rows) == NUM_SAMPLES and not all(r["final"] for r in rows)
 
     # every 0.5 s: each look is a listing and reads through the S3 server, which competes for the CPU
-    rc = interrupt_when(proc, both_running, log, signal.SIGINT, "both trials ran", every=0.5)
+    rc = interrupt_when(proc, both_running, log, signal.SIGINT, "both trials running", every=0.5)
     fs.invalidate_cache()
     first = SimpleNamespace(rc=rc, log=log.read_text(), files=set(fs.find(exp)), statuses=statuses(fs, exp)
                             if fs.exists(f"{exp}/trials.csv") else {})
