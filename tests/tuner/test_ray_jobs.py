@@ -37,8 +37,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "docs" / "grafana-search-dashboard.json"
 NUM_SAMPLES = 2
+# --top-k 0: the finals re-run only the paper's config (what a searched winner publishes is tested in test_search.py)
 ARGS = ["--num-samples", str(NUM_SAMPLES), "--train-epochs", "3", "--width", "0.125", "--final-seeds", "2",
-        "--top-k", "1"]
+        "--top-k", "0"]
 # one study cell: vanilla SCRUB, seed 0, one request of random examples (no memorization proxy to compute)
 STUDY = ["--preset", "smoke", "--methods", "scrub", "--seeds", "0", "--requests", "1", "--forget", "random"]
 TIMEOUT = 600
