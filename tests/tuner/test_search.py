@@ -1,28 +1,36 @@
-"""`python -m tuner.search` end to end, on a real local Ray, real Optuna SQLite storage and real torch training.
+"""`python -m tuner.search` end to end, on a real local Ray, a real S3-compatible server and real torch training.
 
-One search feeds most tests (a subprocess with its own Ray, sharing the session's artifact store): SCRUB on
-digits with the default objective (ToW and ToW-MIA, Pareto front) and 4 trials, 1 CPU + 0.5 of a logical GPU
-per trial on a Ray started with `--local-gpus 1`. Its first two trials are `--points`: a diverging config and a
-slow one; it is interrupted with SIGTERM (what `ray job stop` and batch schedulers send; a search treats it as
-Ctrl+C) once a trial has finished and the slow one is mid-run with its state
-saved, then `--resume`d. Outputs, Pareto front, the selection objective, warm start, fractional-GPU
-concurrency, divergence and the resume are all read from it.
+One search feeds most tests (a subprocess with its own Ray): SCRUB on digits with the default objective (ToW and
+ToW-MIA, Pareto front) and 4 trials, 1 CPU + 0.5 of a logical GPU per trial on a Ray started with
+`--local-gpus 1`. Its `--storage` is an object store (moto's server mode on loopback): everything it writes lands
+in the bucket — Tune's experiment, the artifact store, trial states, prepare and final records, the Optuna study
+(a journal, with no --optuna-storage given) and the outputs — nothing on the local disk. Its first three trials
+are `--points` (a diverging config, a quick one and a slow one), the fourth the paper's config. It is
+interrupted with SIGTERM (what `ray job stop` and batch schedulers send; a search treats it as Ctrl+C) once
+every trial has started, one has finished and the slow one is mid-run with its state saved (Tune then marks the
+running trials TERMINATED, which must not pass for finished), then `--resume`d. Outputs, Pareto front, the
+selection objective, warm start, fractional-GPU concurrency, divergence and the resume are all read from it,
+through a copy of the bucket's experiment folder.
 
 The bad-input cases run as parallel subprocesses; none of them may leave an experiment folder behind.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import re
 import signal
 import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import fsspec
 import optuna
 import pandas as pd
 import pytest
+import torch
 
 import search_spaces
 
@@ -37,6 +45,9 @@ TUNE_DIR = "tune-digits-resnet18"
 # Max passes in every epoch at the space's top learning rate with almost no retain terms: the forget KL explodes.
 DIVERGING = {"lr": 0.1, "epochs": 10, "max_steps": 10, "alpha": 1e-5, "gamma": 1e-5, "temperature": 8.0,
              "forget_batch_size": 16, "retain_batch_size": 256}
+# Two epochs of large batches: done in a second or two, so the third point starts early.
+QUICK = {"lr": 0.005, "epochs": 2, "max_steps": 1, "alpha": 0.5, "gamma": 1.0, "temperature": 4.0,
+         "forget_batch_size": 256, "retain_batch_size": 256}
 # Small batches and one max pass: several seconds, reporting from epoch 2 (20 % of its schedule, below ASHA's
 # first rung), so it can be caught mid-run.
 SLOW = {"lr": 0.005, "epochs": 10, "max_steps": 1, "alpha": 0.5, "gamma": 1.0, "temperature": 4.0,
@@ -71,7 +82,11 @@ def trial_results(tune_dir: Path) -> dict[str, dict]:
 
 
 def load_study(exp: Path) -> optuna.Study:
-    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{exp}/optuna.db")
+    """The study in a copy of the experiment folder: the journal the search kept in the bucket."""
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.load_study(study_name=STUDY,
+                             storage=optuna.storages.JournalStorage(JournalFileBackend(str(exp / "optuna.log"))))
 
 
 def unfinished(study: optuna.Study) -> list[int]:
@@ -87,41 +102,84 @@ def dominated(a, others) -> bool:
     return any(b[0] >= a[0] and b[1] >= a[1] and (b[0] > a[0] or b[1] > a[1]) for b in others)
 
 
-# --- the searches ----------------------------------------------------------------------------------------------
-def _interruptible(exp: Path) -> bool:
-    """A trial has finished and another is running, its latest state saved below ASHA's first rung (30 % of its
-    schedule), so no scheduler can have stopped it. Read from the trials' own state files, written live."""
-    import torch
+# The points run first, then the paper's config (--num-samples 4: no sampled trial); two at a time, so the slow
+# point starts when the first of the others ends and is early in its schedule when the last trial starts.
+POINTS = [DIVERGING, QUICK, SLOW]
 
-    rows = []
-    for f in (exp / "trial-state").glob("*.pt"):
+
+# --- the searches ----------------------------------------------------------------------------------------------
+BUCKET_RUNS = "unlearn/runs"  # --storage s3://unlearn/runs
+EXP = f"{BUCKET_RUNS}/both"
+
+
+def s3():
+    return fsspec.filesystem("s3", skip_instance_cache=True)
+
+
+def saved_states(fs) -> dict[str, dict]:
+    """trial id -> the last report its saved state holds, read live from the bucket."""
+    fs.invalidate_cache()  # s3fs caches listings; a polling reader must not
+    rows = {}
+    for path in fs.glob(f"{EXP}/trial-state/*.pt"):
         try:
-            rows.append(torch.load(f, weights_only=True)["row"])
-        except Exception:  # noqa: BLE001  a file being replaced right now
+            rows[Path(path).stem] = torch.load(io.BytesIO(fs.cat_file(path)), weights_only=True)["row"]
+        except Exception:  # noqa: BLE001  being replaced right now
             continue
-    return any(r["final"] for r in rows) and any(not r["final"] and r["progress"] < 30 for r in rows)
+    return rows
+
+
+def mid_run(rows: dict[str, dict]) -> list[str]:
+    """Trials whose latest state is saved below ASHA's first rung (30 % of their schedule), so no scheduler can
+    have stopped them."""
+    return [t for t, r in rows.items() if not r["final"] and r["progress"] < 30]
+
+
+def copy_of(fs, folder: Path) -> Path:
+    """The experiment folder as it is in the bucket now, copied to `folder`/both."""
+    fs.invalidate_cache()
+    fs.get(EXP, str(folder / "both"), recursive=True)
+    return folder / "both"
 
 
 @pytest.fixture(scope="module")
-def both_run(search_root, shared_store, search_cli, search_popen):
-    """The default-shaped search, interrupted with SIGTERM mid-run, then `--resume`d."""
-    runs, name = search_root / "runs", "both"
-    exp = runs / name
+def both_run(s3_server, search_root, search_cli, search_popen, tmp_path_factory):
+    """The default-shaped search in the bucket, interrupted with SIGTERM mid-run, then `--resume`d."""
+    fs = s3()
+    fs.mkdir(BUCKET_RUNS.split("/")[0])
     points = search_root / "points.json"
-    points.write_text(json.dumps([DIVERGING, SLOW]))
+    points.write_text(json.dumps(POINTS))
     log = search_root / "both-interrupted.log"
-    proc = search_popen("scrub", "--storage", str(runs), "--store", str(shared_store), "--name", name,
+    proc = search_popen("scrub", "--storage", f"s3://{BUCKET_RUNS}", "--name", "both",
                         *FAST, "--points", str(points), "--local-gpus", "1", "--gpus-per-trial", "0.5",
                         # logical GPUs on a CPU: say where trials compute, as records key on it (a GPU is assumed)
                         "--device", "cpu",
                         "--cpus-per-trial", "1", out=log)
-    first_rc = interrupt_when(proc, lambda: _interruptible(exp), log, signal.SIGTERM,
-                              "a trial finished and another was mid-run")
-    first = SimpleNamespace(rc=first_rc, log=log, results=trial_results(exp / TUNE_DIR),
-                            trials=read_trials(exp / "trials.csv") if (exp / "trials.csv").exists() else None,
-                            study_trials=len(load_study(exp).trials), meta=(exp / "search.json").read_text())
-    resumed = search_cli("scrub", "--storage", str(runs), "--name", name, "--resume")
-    return SimpleNamespace(first=first, proc=resumed, exp=exp)
+    seen: dict[str, list[str]] = {}
+
+    def interruptible() -> bool:
+        """Every trial started (Tune's progress lines say so), one finished, another mid-run below the first rung."""
+        started = set(re.findall(r"Trial (\S+) started with configuration", log.read_text(errors="replace")))
+        if len(started) < NUM_SAMPLES:
+            return False
+        rows = saved_states(fs)
+        seen["mid_run"] = mid_run(rows)
+        return any(r["final"] for r in rows.values()) and bool(seen["mid_run"])
+
+    # every 0.5 s: each look is a listing and reads through the S3 server, which competes for the CPU
+    first_rc = interrupt_when(proc, interruptible, log, signal.SIGTERM,
+                              "every trial started, one finished and another mid-run", every=0.5)
+    fs.invalidate_cache()
+    files = set(fs.find(EXP))
+    first_exp = copy_of(fs, tmp_path_factory.mktemp("interrupted"))
+    first = SimpleNamespace(rc=first_rc, log=log, files=files, mid_run=seen["mid_run"],
+                            results=trial_results(first_exp / TUNE_DIR),
+                            trials=read_trials(first_exp / "trials.csv") if (first_exp / "trials.csv").exists()
+                            else None,
+                            study_trials=len(load_study(first_exp).trials) if (first_exp / "optuna.log").exists()
+                            else None,
+                            meta=(first_exp / "search.json").read_text())
+    resumed = search_cli("scrub", "--storage", f"s3://{BUCKET_RUNS}", "--name", "both", "--resume")
+    return SimpleNamespace(first=first, proc=resumed, fs=fs, exp=copy_of(fs, tmp_path_factory.mktemp("resumed")))
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +192,7 @@ def resumed_run(both_run):
 def test_search_writes_outputs_that_agree(both_run):
     proc, exp = both_run.proc, both_run.exp
     assert proc.returncode == 0, describe(proc)
-    for name in ("best_configs.json", "best_configs.md", "trials.csv", "optuna.db"):
+    for name in ("best_configs.json", "best_configs.md", "trials.csv", "optuna.log"):
         assert (exp / name).is_file(), f"{name} missing: {describe(proc)}"
     meta = json.loads((exp / "search.json").read_text())
     assert (meta["settings"]["objective"], meta["settings"]["datasets"], meta["settings"]["archs"]) == \
@@ -198,7 +256,7 @@ def test_pareto_front_is_the_non_dominated_completed_trials(both_run):
 
 
 @pytest.mark.slow
-def test_a_trials_objective_is_its_selection_metrics_recomputed(both_run, shared_store):
+def test_a_trials_objective_is_its_selection_metrics_recomputed(both_run):
     """A completed trial's reported objective = the run driver's selection view of the same config, recomputed
     here in-process on the same seed (validation data only; the test split is never scored in a trial)."""
     from unlearn_core.environment import use_cpus
@@ -214,7 +272,7 @@ def test_a_trials_objective_is_its_selection_metrics_recomputed(both_run, shared
     r = min(done.itertuples(), key=lambda t: json.loads(t.params)["epochs"])  # the shortest one to recompute
     st = meta["settings"]
     spec = ExperimentSpec(dataset="digits", arch="resnet18", width=st["width"], seed=st["search_seed"],
-                          train_epochs=st["train_epochs"], store=str(shared_store), device="cpu",
+                          train_epochs=st["train_epochs"], store=f"s3://{BUCKET_RUNS}/artifacts", device="cpu",
                           forget=st["forget"], forget_size=st["forget_size"], proxy=st["proxy"])
     rec = start(spec, "scrub", json.loads(r.params), views=("selection",)).run()
     assert (rec["sel_tow"], rec["sel_tow_mia"]) == pytest.approx((r.sel_tow, r.sel_tow_mia), rel=1e-6)
@@ -248,15 +306,21 @@ def test_interrupted_search_resumes_without_losing_or_rerunning_trials(resumed_r
     first, proc, exp = resumed_run.first, resumed_run.proc, resumed_run.exp
     assert first.rc == 130, f"SIGTERM should stop the search with exit 130: {first.rc}\n{first.log.read_text()[-4000:]}"
     assert first.trials is not None, "trials.csv is written when the search is interrupted"
-    assert "--resume" in first.log.read_text()
+    log = first.log.read_text()
+    assert "--resume" in log and "search interrupted; continue with: python -m tuner.search scrub --name both" in log
+    assert not any("best_configs" in f for f in first.files), "an interrupted search published best_configs"
+    assert len([f for f in first.files if "/trial-state/" in f]) == NUM_SAMPLES, "trial states were dropped"
+    # Tune marks the trials it stops at the interrupt TERMINATED: they are unfinished, not stopped or completed
+    statuses = dict(zip(first.trials["trial_id"], first.trials["status"]))
+    assert first.mid_run and all(statuses[t] == "unfinished" for t in first.mid_run), (first.mid_run, statuses)
     assert proc.returncode == 0, describe(proc)
     # the first run prepared the search seed and both final seeds: the resumed one starts no prepare task
     assert proc.stdout.count("already prepared in the store") == 3 and "to build or load" not in proc.stdout
 
     trials = read_trials(exp / "trials.csv")
     assert len(trials) == NUM_SAMPLES and trials["trial_id"].is_unique, trials[["trial_id", "status"]]
-    assert set(first.trials["trial_id"]) <= set(trials["trial_id"]), "a trial started before the interrupt is lost"
-    assert set(trials["status"]) <= STATUSES
+    assert set(first.trials["trial_id"]) == set(trials["trial_id"]), "a trial started before the interrupt is lost"
+    assert set(trials["status"]) <= {"completed", "stopped", "diverged"}, trials[["trial_id", "status"]]
 
     final = trials.set_index("trial_id")
     done_before = first.trials[first.trials["status"].isin(["completed", "diverged"])]
@@ -293,6 +357,22 @@ def test_interrupted_search_resumes_without_losing_or_rerunning_trials(resumed_r
     assert (exp / "search.json").read_text() == first.meta, "--resume rewrote the experiment's search.json"
 
 
+@pytest.mark.slow
+def test_the_whole_search_is_in_the_bucket(both_run, search_root):
+    fs = both_run.fs
+    assert both_run.proc.returncode == 0, describe(both_run.proc)
+    fs.invalidate_cache()
+    names = {p[len(EXP) + 1:] for p in fs.find(EXP)}
+    for f in ("search.json", "trials.csv", "best_configs.json", "best_configs.md", "best_configs.csv",
+              "pareto_front.csv", "optuna.log"):
+        assert f in names, sorted(names)
+    assert any(n.startswith(f"{TUNE_DIR}/experiment_state") for n in names), sorted(names)
+    assert not any(n.startswith("trial-state/") for n in names), "a finished search keeps no trial weights"
+    store = {p.split("/")[3] for p in fs.find(f"{BUCKET_RUNS}/artifacts")}
+    assert {"original", "retrain", "prepared", "final"} <= store, store
+    assert not (search_root / "runs" / "both").exists() and not (search_root / "unlearn").exists()
+
+
 # --- 5. divergence ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_diverging_config_is_diverged_with_its_reason(resumed_run):
@@ -317,8 +397,8 @@ def test_points_then_the_paper_config_are_the_first_trials(both_run):
     proc, exp = both_run.proc, both_run.exp
     assert proc.returncode == 0, describe(proc)
     paper = search_spaces.paper_config("scrub", "digits", "resnet18")
-    first = sorted(load_study(exp).trials, key=lambda t: t.number)[:3]
-    assert [t.params for t in first] == [DIVERGING, SLOW, paper]
+    first = sorted(load_study(exp).trials, key=lambda t: t.number)[:len(POINTS) + 1]
+    assert [t.params for t in first] == [*POINTS, paper]
     params = [json.loads(p) for p in read_trials(exp / "trials.csv")["params"]]
     assert search_spaces.to_config_params("scrub", paper) in params
 
