@@ -177,6 +177,7 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
 
     import search_spaces
 
+    from .lost_trials import lost_trial_rows
     from .search_metrics import SearchMetrics
     from .trainable import run_trial
 
@@ -186,15 +187,15 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
     path = f"{storage_path}/tune-{dataset}-{arch}"
     name = study_name(s.name, dataset, arch)
     endings = TrialEndings.fresh()
+    # Optuna reads `final_sel_*`: NaN until a trial's last evaluation (tuner/trainable.py says why)
+    metric, mode = ((["final_sel_tow", "final_sel_tow_mia"], ["max", "max"]) if s.objective == "both"
+                    else (f"final_sel_{s.objective}", "max"))
     if tune.Tuner.can_restore(path, storage_filesystem=storage_fs):
         log(f"resuming {s.exp_dir}/tune-{dataset}-{arch}")
         open_storage(s.optuna_url)  # a remote journal's local copy, which the restored sampler reopens
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=storage_fs)
     else:
-        # Optuna reads `final_sel_*`: NaN until a trial's last evaluation (tuner/trainable.py says why)
-        metric, mode = ((["final_sel_tow", "final_sel_tow_mia"], ["max", "max"]) if s.objective == "both"
-                        else (f"final_sel_{s.objective}", "max"))
         first = search_spaces.paper_config(s.algorithm, dataset, arch)
         rest = [c for c in space.paper_configs if c != first] if s.num_samples >= ALL_PAPER_ROWS_FROM else []
         paper = [first] + rest
@@ -238,8 +239,15 @@ def tune_pair(s: SearchSettings, dataset_obj, dataset: str, arch: str, seed: int
                               trial_status(m, r.error is not None, interrupted), m,
                               str(r.error) if r.error else None, params))
     if not interrupted:
+        study = optuna.load_study(study_name=name, storage=open_storage(s.optuna_url))
+        lost = lost_trial_rows(f"{s.exp_dir}/trial-state", rows, study, space,
+                               metric if isinstance(metric, list) else [metric], dataset, arch)
+        for r in lost:
+            log(f"trial {r['trial_id']}: finished under a killed driver after its last snapshot, so Tune lost it; "
+                "its row comes from its saved state")
+        rows += lost
         remove_states(f"{s.exp_dir}/trial-state")  # no trial will be restored any more: free their weights
-        close_study(optuna.load_study(study_name=name, storage=open_storage(s.optuna_url)), space, rows)
+        close_study(study, space, rows)
         upload(s.optuna_url)
     return rows, interrupted
 
