@@ -17,7 +17,6 @@ The bad-input cases run as parallel subprocesses; none of them may leave an expe
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import signal
@@ -30,9 +29,9 @@ import fsspec
 import optuna
 import pandas as pd
 import pytest
-import torch
 
 import search_spaces
+from tuner.trial_state import TrialState
 
 from .conftest import interrupt_when
 
@@ -117,12 +116,12 @@ def s3():
 
 
 def saved_states(fs) -> dict[str, dict]:
-    """trial id -> the last report its saved state holds, read live from the bucket."""
+    """trial id -> the last report its saved state holds, read live from the bucket as a trial reads it."""
     fs.invalidate_cache()  # s3fs caches listings; a polling reader must not
     rows = {}
     for path in fs.glob(f"{EXP}/trial-state/*.pt"):
         try:
-            rows[Path(path).stem] = torch.load(io.BytesIO(fs.cat_file(path)), weights_only=True)["row"]
+            rows[Path(path).stem] = TrialState(f"s3://{EXP}/trial-state", Path(path).stem).load()["row"]
         except Exception:  # noqa: BLE001  being replaced right now
             continue
     return rows
