@@ -56,6 +56,9 @@ MODES: dict[str, dict[str, Any]] = {
                  # the search's forget set (mix): a shared --store then holds this run's retrain as well
                  run_args=["--train-epochs", "3", "--forget", "mix", "--param", "epochs=2,max_steps=1"],
                  search_trials=2,  # and the paper's config alone in the finals: Ray on 2 cores is slow enough
+                 # two short SCRUB points are the trials: a sampled one may run 10 epochs of batch-16 max passes
+                 search_points=[{"lr": lr, "epochs": 2, "max_steps": 1, "alpha": 0.5, "gamma": 1.0, "temperature": 4.0,
+                                 "forget_batch_size": 64, "retain_batch_size": 128} for lr in (0.01, 0.005)],
                  # the test suite's search settings, so a shared --store already holds its models and finals
                  search_args=["--top-k", "0", "--train-epochs", "3", "--width", "0.125", "--local-gpus", "1",
                               "--device", "cpu"],
@@ -190,6 +193,9 @@ def start_search(mode: dict, tmp: Path, env: dict, store: Path) -> tuple[subproc
     cmd = [sys.executable, "-m", "tuner.search", "scrub", "--num-samples", str(mode["search_trials"]),
            "--gpus-per-trial", str(SEARCH_GPU_SHARE), "--final-seeds", "2", "--store", str(store),
            "--storage", str(tmp / "runs"), "--name", "acceptance", "--no-dashboard", *mode["search_args"]]
+    if mode.get("search_points"):
+        (tmp / "points.json").write_text(json.dumps(mode["search_points"]))
+        cmd += ["--points", str(tmp / "points.json")]
     logfile = tmp / "search.log"
     with open(logfile, "w") as f:  # a file, not a pipe: Ray's chatter must never fill a pipe and stall it
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)

@@ -9,6 +9,10 @@ from typing import Callable, Optional
 import pytest
 import torch
 
+# One OpenMP thread in every process the tests start too (CLI runs, search drivers, Ray nodes and their workers
+# inherit it), for the reason `one_torch_thread` gives; a value set by the caller is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():

@@ -37,7 +37,7 @@ from .conftest import tail, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-NUM_SAMPLES = 3
+NUM_SAMPLES = 2  # the two --points of each search: no sampled trial, whose length nobody controls
 # --top-k 0: the finals re-run only the paper's config (what they publish is tested in test_search.py)
 SMALL = ["--num-samples", str(NUM_SAMPLES), "--train-epochs", "3", "--width", "0.125", "--final-seeds", "2",
          "--top-k", "0", "--no-dashboard", "--max-failures", "2"]

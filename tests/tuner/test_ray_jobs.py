@@ -40,6 +40,11 @@ NUM_SAMPLES = 2
 # --top-k 0: the finals re-run only the paper's config (what a searched winner publishes is tested in test_search.py)
 ARGS = ["--num-samples", str(NUM_SAMPLES), "--train-epochs", "3", "--width", "0.125", "--final-seeds", "2",
         "--top-k", "0"]
+# The trials: two short points per search, so no sampled trial of unknown length runs; the job's run 5 epochs,
+# which report from epoch 2 on: enough reports for an epochs-per-second gauge to show between two of them.
+POINTS = {"scrub": [{"lr": lr, "epochs": 5, "max_steps": 1, "alpha": 0.5, "gamma": 1.0, "temperature": 4.0,
+                     "forget_batch_size": 64, "retain_batch_size": 128} for lr in (0.01, 0.005)],
+          "salun": [{"lr": lr, "epochs": 2, "ratio": 0.5} for lr in (0.013, 0.005)]}
 # one study cell: vanilla SCRUB, seed 0, one request of random examples (no memorization proxy to compute)
 STUDY = ["--preset", "smoke", "--methods", "scrub", "--seeds", "0", "--requests", "1", "--forget", "random"]
 TIMEOUT = 600
@@ -71,16 +76,21 @@ def runs(cluster, shared_store, tmp_path_factory):
     root = tmp_path_factory.mktemp("jobs")
     study_db = f"sqlite:///{root}/studies.db"
     common = ["--storage", str(root), "--optuna-storage", study_db, *ARGS]
+    points = {}
+    for algorithm, configs in POINTS.items():
+        points[algorithm] = root / f"{algorithm}-points.json"
+        points[algorithm].write_text(json.dumps(configs))
     scraper = Scraper(metrics_port(cluster))
     scraper.start()
     submitted = job(cluster, "submit", "--no-wait", "--submission-id", "jobbed", "--working-dir", ".", "--",
                     "python", "-m", "tuner.search", "scrub", "--name", "jobbed", "--store", str(root / "artifacts"),
-                    *common)
+                    "--points", str(points["scrub"]), *common)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     # Two drivers on this machine, joining the cluster through RAY_ADDRESS (no --address), race for one name.
     env = {**cluster.env, "RAY_ADDRESS": cluster.address}
     racers = [subprocess.Popen([sys.executable, "-m", "tuner.search", "salun", "--name", "raced",
-                                "--store", str(shared_store), *common],
+                                "--store", str(shared_store),
+                                "--points", str(points["salun"]), *common],
                                cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for _ in range(2)]
     try:
