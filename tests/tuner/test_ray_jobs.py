@@ -9,8 +9,11 @@ dashboard on, `--metrics-export-port`):
   a search over any registered algorithm runs like SCRUB's);
 * both experiments use one `--optuna-storage`: it holds two studies, one per experiment;
 * the dashboard's view: the Tasks page (`ray list tasks`) names the prepare, final and study tasks after what
-  they build (the job's search has an artifact store of its own, so its prepare tasks run; a one-cell study
+  they build (the job's search has an artifact store of its own, so its prepare tasks run; the smoke study
   follows), and Ray's own task metric (`ray_tasks`, what Grafana charts) carries the same names;
+* the smoke study (`python -m tuner.study`, joining through RAY_ADDRESS, on the job's originals) writes every
+  figure and its report, one-shot and sequential rows, intervals from the seeds it ran, and resumes with nothing
+  left to run (and no Ray);
 * the head's metrics endpoint, scraped throughout, serves the job's search gauges beside Ray's own, agreeing
   with its trials.csv; the Grafana dashboard in docs/ queries only metrics the endpoint serves.
 """
@@ -24,9 +27,11 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib.image as mpimg
 import optuna
 import pandas as pd
 import pytest
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib puts nothing on sys.path
 from metrics_scraper import PREFIX, Scraper, metrics_port  # noqa: E402
@@ -45,8 +50,8 @@ ARGS = ["--num-samples", str(NUM_SAMPLES), "--train-epochs", "3", "--width", "0.
 POINTS = {"scrub": [{"lr": lr, "epochs": 5, "max_steps": 1, "alpha": 0.5, "gamma": 1.0, "temperature": 4.0,
                      "forget_batch_size": 64, "retain_batch_size": 128} for lr in (0.01, 0.005)],
           "salun": [{"lr": lr, "epochs": 2, "ratio": 0.5} for lr in (0.013, 0.005)]}
-# one study cell: vanilla SCRUB, seed 0, one request of random examples (no memorization proxy to compute)
-STUDY = ["--preset", "smoke", "--methods", "scrub", "--seeds", "0", "--requests", "1", "--forget", "random"]
+FIGURES = ("tow", "tow_mia", "test_acc", "retain_acc", "forget_acc")
+PNG_SHAPE = (504, 768)  # 6.4 × 4.2 inches at 120 dpi (tuner/figures.py)
 TIMEOUT = 600
 
 
@@ -72,7 +77,7 @@ def job(cluster, *args: str, timeout: float = 120) -> subprocess.CompletedProces
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, shared_store, tmp_path_factory):
+def runs(cluster, shared_store, tmp_path_factory, in_process):
     root = tmp_path_factory.mktemp("jobs")
     study_db = f"sqlite:///{root}/studies.db"
     common = ["--storage", str(root), "--optuna-storage", study_db, *ARGS]
@@ -108,16 +113,27 @@ def runs(cluster, shared_store, tmp_path_factory):
     scraper.stop.set()
     scraper.join(timeout=10)
     logs = job(cluster, "logs", "jobbed")
-    study = subprocess.run(
-        [sys.executable, "-m", "tuner.study", *STUDY, "--storage", str(root), "--store", str(root / "artifacts"),
-         "--name", "cells"], cwd=root, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert study.returncode == 0, study.stdout[-4000:] + study.stderr[-4000:]
+    # The smoke study on the same cluster (its originals are the job's), then once more in this process: resumable,
+    # with nothing left to run it needs no Ray of its own.
+    study_args = ("--preset", "smoke", "--storage", str(root / "studies"), "--store", str(root / "artifacts"),
+                  "--name", "smoke")
+    study = subprocess.run([sys.executable, "-m", "tuner.study", *study_args], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=TIMEOUT)
+    import ray
+
+    from tuner.study import main as study_main
+
+    again = in_process(study_main, *study_args)
+    again.ray_started = ray.is_initialized()
+    if again.ray_started:  # never leave a Ray behind in the test process
+        ray.shutdown()
     listed = subprocess.run([RAY, "list", "tasks", "--address", cluster.dashboard_url, "--format", "json",
                              "--limit", "10000"], env=cluster.env, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
     exp = root / "jobbed"
     return {"root": root, "study_db": study_db, "status": status.stdout + status.stderr, "logs": logs.stdout,
             "raced": raced, "tasks": json.loads(listed.stdout), "scraper": scraper,
+            "study": study, "study_again": again, "study_dir": root / "studies" / "smoke",
             "search": json.loads((exp / "search.json").read_text()) if (exp / "search.json").exists() else None,
             "trials": pd.read_csv(exp / "trials.csv", dtype={"trial_id": str}) if (exp / "trials.csv").exists()
             else None}
@@ -161,7 +177,8 @@ def test_prepare_final_and_study_tasks_are_named_after_what_they_build(runs):
     assert {f"final digits/resnet18 paper seed {s}" for s in runs["search"]["final_seeds"]} <= names, sorted(names)
     finals = [n for n in names if n.startswith("final ")]
     assert all(re.fullmatch(r"final digits/resnet18 (paper|trial \w+) seed \d+", n) for n in finals), finals
-    assert "study digits/resnet18 scrub seed 0" in names, sorted(names)
+    assert {"study digits/resnet18 scrub (confidence) seed 0",
+            "study digits/resnet18 RUM neggrad_plus (confidence) seed 1"} <= names, sorted(names)
     # the functions' own names would mean a task went unnamed
     assert not names & {"_prepare_one", "_run_one", "_run_cell"}, sorted(names)
     assert {f"prepare digits/resnet18 seed {s}" for s in seeds} <= runs["scraper"].task_names
@@ -195,3 +212,53 @@ def test_grafana_dashboard_queries_metrics_the_endpoint_serves(runs):
     assert {n for n in queried if n.startswith(PREFIX)} == {f"{PREFIX}{m}" for m in ("trials", "best_objective",
                                                                                     "epochs_per_second")}
     assert queried <= runs["scraper"].families, queried - runs["scraper"].families
+
+
+# --- the smoke study, run on this cluster by `python -m tuner.study` (RAY_ADDRESS) ------------------------------
+def test_smoke_study_writes_every_figure_and_the_summary(runs):
+    first, exp = runs["study"], runs["study_dir"]
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for key in FIGURES:
+        img = mpimg.imread(exp / "figures" / f"digits-resnet18-{key}.png")
+        assert img.shape[:2] == PNG_SHAPE, (key, img.shape)
+        assert img[..., :3].std() > 0.05, f"{key}: the figure is blank"
+    report = (exp / "report.md").read_text()
+    for key in FIGURES:
+        assert f"figures/digits-resnet18-{key}.png" in report
+
+
+def test_one_shot_and_sequential_rows_are_both_present(runs):
+    exp = runs["study_dir"]
+    report = (exp / "report.md").read_text()
+    for method in ("scrub (confidence)", "neggrad_plus (confidence)"):
+        assert re.search(rf"\| {re.escape(method)} \| one-shot \| 1 \| 2 \|", report), method
+        assert re.search(rf"\| {re.escape(method)} \| sequential \| 2 \| 2 \|", report), method
+    assert "| RUM neggrad_plus (confidence) | sequential | 2 | 2 |" in report
+    # a one-shot run forgets exactly the union of the sequential requests of the same seed
+    one = json.loads((exp / "runs" / "digits-resnet18-scrub-confidence-one-shot-seed0.json").read_text())
+    seq = json.loads((exp / "runs" / "digits-resnet18-scrub-confidence-sequential-seed0.json").read_text())
+    assert one["record"]["forgotten"] == sum(s["forget_size"] for s in seq["record"]["requests"])
+    # ... and is scored against the same retrained model as the last request
+    last = seq["record"]["requests"][-1]["retrain"]
+    assert one["record"]["requests"][0]["retrain"]["retain_acc"] == last["retain_acc"]
+
+
+def test_intervals_come_from_the_seeds_actually_run(runs):
+    exp = runs["study_dir"]
+    files = (exp / "runs").glob("digits-resnet18-neggrad_plus-confidence-sequential-seed*.json")
+    study_runs = [json.loads(p.read_text()) for p in files]
+    assert sorted(r["seed"] for r in study_runs) == [0, 1]
+    vals = [r["record"]["tow"] for r in study_runs]
+    mean = sum(vals) / 2
+    half = stats.t.ppf(0.975, df=1) * stats.tstd(vals) / 2 ** 0.5
+    row = next(ln for ln in (exp / "report.md").read_text().splitlines()
+               if ln.startswith("| neggrad_plus (confidence) | sequential |"))
+    assert f"{mean:.4f} [{mean - half:.4f}, {mean + half:.4f}]" in row, row
+
+
+def test_a_second_study_run_resumes_with_nothing_left(runs):
+    first, again = runs["study"], runs["study_again"]
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "6 cells, 6 already done" in again.stdout
+    # the first joined the cluster RAY_ADDRESS names; with nothing left the second only rewrites the report: no Ray
+    assert "Ray: joined" in first.stdout + first.stderr and not again.ray_started, again.stderr[-2000:]
