@@ -11,10 +11,7 @@ config from the study trial told the same values, so trials.csv and the study ke
 from __future__ import annotations
 
 import json
-import os
 from typing import Sequence
-
-import fsspec
 
 from .trial_schema import trial_row, trial_status
 from .trial_state import TrialState
@@ -28,9 +25,8 @@ def lost_trial_rows(state_dir: str, rows: Sequence[dict], study, space, metrics:
 
     import search_spaces
 
-    fs, path = fsspec.core.url_to_fs(state_dir)
     known = {r["trial_id"] for r in rows}
-    lost = [t for t in (os.path.basename(p)[:-len(".pt")] for p in sorted(fs.glob(f"{path}/*.pt"))) if t not in known]
+    lost = [t for t in TrialState.saved_ids(state_dir) if t not in known]
     if not lost:
         return []
     # the study's COMPLETE trials that none of Tune's own rows accounts for (one study trial per row's config)

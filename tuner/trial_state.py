@@ -10,6 +10,7 @@ are dropped and only its last report stays (so a restarted, finished trial just 
 from __future__ import annotations
 
 import io
+import posixpath
 from typing import Optional
 
 import fsspec
@@ -21,6 +22,13 @@ from unlearn_core.artifacts import write_atomic
 class TrialState:
     def __init__(self, folder: str, trial_id: str):
         self.url = f"{folder.rstrip('/')}/{trial_id}.pt"
+
+    @staticmethod
+    def saved_ids(folder: str) -> list[str]:
+        """The ids of the trials with a state in `folder`, sorted; the listing is read anew (s3fs caches them)."""
+        fs, path = fsspec.core.url_to_fs(folder)
+        fs.invalidate_cache(path)
+        return sorted(posixpath.basename(p)[:-len(".pt")] for p in fs.glob(f"{path.rstrip('/')}/*.pt"))
 
     def load(self) -> Optional[dict]:
         """{"run": run state or None (finished), "row": its last report} or None for a new trial."""

@@ -115,13 +115,12 @@ def s3():
     return fsspec.filesystem("s3", skip_instance_cache=True)
 
 
-def saved_states(fs) -> dict[str, dict]:
+def saved_states() -> dict[str, dict]:
     """trial id -> the last report its saved state holds, read live from the bucket as a trial reads it."""
-    fs.invalidate_cache()  # s3fs caches listings; a polling reader must not
     rows = {}
-    for path in fs.glob(f"{EXP}/trial-state/*.pt"):
+    for trial_id in TrialState.saved_ids(f"s3://{EXP}/trial-state"):
         try:
-            rows[Path(path).stem] = TrialState(f"s3://{EXP}/trial-state", Path(path).stem).load()["row"]
+            rows[trial_id] = TrialState(f"s3://{EXP}/trial-state", trial_id).load()["row"]
         except Exception:  # noqa: BLE001  being replaced right now
             continue
     return rows
@@ -160,7 +159,7 @@ def both_run(s3_server, search_root, search_cli, search_popen, tmp_path_factory)
         started = set(re.findall(r"Trial (\S+) started with configuration", log.read_text(errors="replace")))
         if len(started) < NUM_SAMPLES:
             return False
-        rows = saved_states(fs)
+        rows = saved_states()
         seen["mid_run"] = mid_run(rows)
         return any(r["final"] for r in rows.values()) and bool(seen["mid_run"])
 
