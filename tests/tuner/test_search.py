@@ -160,7 +160,7 @@ def both_run(s3_server, search_root, search_cli, search_popen, tmp_path_factory)
         if len(started) < NUM_SAMPLES:
             return False
         rows = saved_states()
-        seen["mid_run"] = mid_run(rows)
+        seen["saved"], seen["mid_run"] = set(rows), mid_run(rows)
         return any(r["final"] for r in rows.values()) and bool(seen["mid_run"])
 
     # every 0.5 s: each look is a listing and reads through the S3 server, which competes for the CPU
@@ -169,7 +169,7 @@ def both_run(s3_server, search_root, search_cli, search_popen, tmp_path_factory)
     fs.invalidate_cache()
     files = set(fs.find(EXP))
     first_exp = copy_of(fs, tmp_path_factory.mktemp("interrupted"))
-    first = SimpleNamespace(rc=first_rc, log=log, files=files, mid_run=seen["mid_run"],
+    first = SimpleNamespace(rc=first_rc, log=log, files=files, saved=seen["saved"], mid_run=seen["mid_run"],
                             results=trial_results(first_exp / TUNE_DIR),
                             trials=read_trials(first_exp / "trials.csv") if (first_exp / "trials.csv").exists()
                             else None,
@@ -307,7 +307,11 @@ def test_interrupted_search_resumes_without_losing_or_rerunning_trials(resumed_r
     log = first.log.read_text()
     assert "--resume" in log and "search interrupted; continue with: python -m tuner.search scrub --name both" in log
     assert not any("best_configs" in f for f in first.files), "an interrupted search published best_configs"
-    assert len([f for f in first.files if "/trial-state/" in f]) == NUM_SAMPLES, "trial states were dropped"
+    # Every state saved before the signal is kept. (The last trial may not have reported yet: the paper's
+    # config reports from epoch 6, after its max phase, so it has no state to keep when it is that late.)
+    kept = {Path(f).stem for f in first.files if "/trial-state/" in f}
+    assert len(first.saved) >= NUM_SAMPLES - 1 and first.saved <= kept, \
+        f"trial states were dropped: {sorted(first.saved - kept)}"
     # Tune marks the trials it stops at the interrupt TERMINATED: they are unfinished, not stopped or completed
     statuses = dict(zip(first.trials["trial_id"], first.trials["status"]))
     assert first.mid_run and all(statuses[t] == "unfinished" for t in first.mid_run), (first.mid_run, statuses)
