@@ -22,7 +22,7 @@ from unlearn_core.run_record import versus_retrain
 from unlearn_core.spec import ExperimentSpec
 from unlearn_core.workspace import Workspace
 
-SPEC = dict(dataset="digits", width=0.125, train_epochs=6, device="cpu", forget_size=30)
+SPEC = dict(dataset="digits", width=0.125, train_epochs=3, device="cpu", forget_size=30)
 NONE = {"algorithm": "none", "params": {}}
 FT = {"algorithm": "finetune", "params": {"epochs": 1, "lr": 0.02}}
 NG = {"algorithm": "neggrad_plus", "params": {"epochs": 1, "lr": 0.01, "beta": 0.9}}
