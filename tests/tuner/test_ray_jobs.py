@@ -9,11 +9,11 @@ dashboard on, `--metrics-export-port`):
   a search over any registered algorithm runs like SCRUB's);
 * both experiments use one `--optuna-storage`: it holds two studies, one per experiment;
 * the dashboard's view: the Tasks page (`ray list tasks`) names the prepare, final and study tasks after what
-  they build (the job's search has an artifact store of its own, so its prepare tasks run; the smoke study
+  they build (the SalUn search has an artifact store of its own, so its prepare tasks run; the smoke study
   follows), and Ray's own task metric (`ray_tasks`, what Grafana charts) carries the same names;
-* the smoke study (`python -m tuner.study`, joining through RAY_ADDRESS, on the job's originals) writes every
-  figure and its report, one-shot and sequential rows, intervals from the seeds it ran, and resumes with nothing
-  left to run (and no Ray);
+* the smoke study (`python -m tuner.study`, joining through RAY_ADDRESS, on the SalUn search's originals) writes
+  every figure and its report, one-shot and sequential rows, intervals from the seeds it ran, and resumes with
+  nothing left to run (and no Ray);
 * the head's metrics endpoint, scraped throughout, serves the job's search gauges beside Ray's own, agreeing
   with its trials.csv; the Grafana dashboard in docs/ queries only metrics the endpoint serves.
 """
@@ -88,13 +88,13 @@ def runs(cluster, shared_store, tmp_path_factory, in_process):
     scraper = Scraper(metrics_port(cluster))
     scraper.start()
     submitted = job(cluster, "submit", "--no-wait", "--submission-id", "jobbed", "--working-dir", ".", "--",
-                    "python", "-m", "tuner.search", "scrub", "--name", "jobbed", "--store", str(root / "artifacts"),
+                    "python", "-m", "tuner.search", "scrub", "--name", "jobbed", "--store", str(shared_store),
                     "--points", str(points["scrub"]), *common)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     # Two drivers on this machine, joining the cluster through RAY_ADDRESS (no --address), race for one name.
     env = {**cluster.env, "RAY_ADDRESS": cluster.address}
     racers = [subprocess.Popen([sys.executable, "-m", "tuner.search", "salun", "--name", "raced",
-                                "--store", str(shared_store),
+                                "--store", str(root / "artifacts"),
                                 "--points", str(points["salun"]), *common],
                                cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for _ in range(2)]
@@ -113,8 +113,8 @@ def runs(cluster, shared_store, tmp_path_factory, in_process):
     scraper.stop.set()
     scraper.join(timeout=10)
     logs = job(cluster, "logs", "jobbed")
-    # The smoke study on the same cluster (its originals are the job's), then once more in this process: resumable,
-    # with nothing left to run it needs no Ray of its own.
+    # The smoke study on the same cluster (its originals are the SalUn search's), then once more in this process:
+    # resumable, with nothing left to run it needs no Ray of its own.
     study_args = ("--preset", "smoke", "--storage", str(root / "studies"), "--store", str(root / "artifacts"),
                   "--name", "smoke")
     study = subprocess.run([sys.executable, "-m", "tuner.study", *study_args], cwd=root, env=env,
