@@ -45,7 +45,7 @@ def test_every_step_passed_and_says_where_it_ran(tiny_run):
 def test_the_run_scores_its_original_in_the_cpu_defaults(tiny_run):
     run = tiny_run[0]["steps"]["run"]
     assert all(run["checks"].values()) and len(run["checks"]) == 5
-    assert (run["precision"], run["memory_format"], run["device"]) == ("fp32", "contiguous", "cpu")
+    assert (run["precision"], run["memory_format"], run["device"]) == ("fp32", "channels_last", "cpu")
     assert run["original_test_acc"] >= run["accuracy_floor"] and 0 <= run["tow"] <= 1
 
 

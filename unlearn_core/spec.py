@@ -42,7 +42,7 @@ class ExperimentSpec:
     device: Optional[str] = None
     train_epochs: Optional[int] = None     # override the recipe's epochs (tests, quick runs)
     precision: Optional[str] = None        # fp32 | bf16; None → the device's (bf16 on CUDA, fp32 on the CPU)
-    memory_format: Optional[str] = None    # contiguous | channels_last; None → the device's (channels_last on CUDA)
+    memory_format: Optional[str] = None    # contiguous | channels_last; None → channels_last
 
     def __post_init__(self):
         if self.forget not in FORGET_KINDS:

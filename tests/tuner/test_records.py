@@ -86,7 +86,7 @@ def test_a_final_is_keyed_on_its_precision_as_resolved(spec, data, ran):
     assert key(None, "cuda") == key("bf16", "cuda") != key("fp32", "cuda")
     assert records.load(spec, "final", key("fp32", "cpu"))["record"] == ran[1]["record"]
     assert {k: ran[1]["record"]["spec"][k] for k in ("precision", "memory_format")} == {
-        "precision": "fp32", "memory_format": "contiguous"}
+        "precision": "fp32", "memory_format": "channels_last"}
 
 
 def test_the_code_fingerprint_follows_every_source_file(tmp_path):

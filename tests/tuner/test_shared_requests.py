@@ -91,4 +91,4 @@ def test_the_cpu_default_precision_is_prepared_once(spec, prepared):
     data, report = prepared
     key = records.prepared_key(dataclasses.replace(spec, precision="fp32"), data, ("confidence",), 3, "retrain", "cpu")
     assert records.load(spec, "prepared", key) == report
-    assert report["spec"]["precision"] == "fp32" and report["spec"]["memory_format"] == "contiguous"
+    assert report["spec"]["precision"] == "fp32" and report["spec"]["memory_format"] == "channels_last"

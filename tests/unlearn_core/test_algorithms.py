@@ -155,7 +155,9 @@ def test_scrub_and_neggrad_plus_forget_a_class_and_keep_the_rest(ws, original_st
     f0, t0 = accs(ws.load_model(original_state))
     assert f0 > 90 and t0 > 85, "the original model is too weak for this test"
     settings = {
-        "scrub": dict(epochs=2, max_steps=1, lr=0.01, alpha=0.5, gamma=1.0, forget_batch_size=32,
+        # lr 0.005: forget 0 %, kept 95.7–97.2 % (original 97.8–98.5) in both memory formats; at 0.01 the kept
+        # accuracy was 93.8 % in one and 87.0 % in the other: too close to the bound to say anything
+        "scrub": dict(epochs=2, max_steps=1, lr=0.005, alpha=0.5, gamma=1.0, forget_batch_size=32,
                       retain_batch_size=128),
         "neggrad_plus": dict(epochs=2, beta=0.9, lr=0.02, forget_batch_size=32, retain_batch_size=128),
     }

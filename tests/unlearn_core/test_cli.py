@@ -68,7 +68,7 @@ def test_run_json_record(first_run):
     assert rec["params"]["retain_batch_size"] == 128 and rec["params"]["alpha"] == 0.9  # the rest: defaults
     assert rec["algorithm"] == "scrub" and rec["seed"] == 0 and rec["device"] == "cpu" and rec["diverged"] is None
     assert rec["spec"]["width"] == 0.125 and rec["spec"]["forget_size"] == 90
-    assert rec["spec"]["precision"] == "fp32" and rec["spec"]["memory_format"] == "contiguous"  # the CPU's, resolved
+    assert rec["spec"]["precision"] == "fp32" and rec["spec"]["memory_format"] == "channels_last"  # the CPU's, resolved
     assert len(rec["history"]) == 2
     assert rec["request_count"] == 1 and len(rec["requests"]) == 1 and rec["requests"][0]["tow"] == rec["tow"]
     assert {"torch", "numpy", "sklearn", "python"} <= set(rec["env"])
@@ -90,7 +90,7 @@ def test_second_run_reuses_the_store_and_prints_a_table(first_run, run_main):
     assert files_under(store) == before
     out = res.stdout
     for word in ("unlearned", "retrained", "forget acc", "retain acc", "val acc", "test acc", "MIA", "ToW",
-                 "ToW-MIA", "seconds", "device", "fp32, contiguous"):
+                 "ToW-MIA", "seconds", "device", "fp32, channels_last"):
         assert word in out, word
     # the retrained column is the cached retrain of the first run
     retrain = json.loads(first.stdout)["retrain"]

@@ -66,8 +66,8 @@ def data():
 
 @pytest.fixture(scope="module")
 def workspaces(data, tmp_path_factory) -> dict:
-    """fp32 (the CPU's default) and bf16 + channels_last workspaces of one experiment, one store."""
-    spec = ExperimentSpec(width=WIDTH, train_epochs=TRAIN_EPOCHS, device="cpu",
+    """fp32 + contiguous (the reference) and bf16 + channels_last workspaces of one experiment, one store."""
+    spec = ExperimentSpec(width=WIDTH, train_epochs=TRAIN_EPOCHS, device="cpu", memory_format="contiguous",
                           store=str(tmp_path_factory.mktemp("store")))
     return {"fp32": Workspace(spec, data), "bf16": Workspace(dataclasses.replace(spec, **BF16_CL), data)}
 
@@ -105,7 +105,7 @@ class Seen:
 
 # --- the settings --------------------------------------------------------------------------------------------------
 def test_the_defaults_follow_the_device_and_settings_override_them():
-    assert Numerics.resolve("cpu") == Numerics("cpu", "fp32", "contiguous")
+    assert Numerics.resolve("cpu") == Numerics("cpu", "fp32", "channels_last")
     assert Numerics.resolve("cuda:1") == Numerics("cuda", "bf16", "channels_last")
     assert Numerics.resolve("cuda", "fp32", "contiguous") == Numerics("cuda", "fp32", "contiguous")
     assert Numerics.resolve("cpu", **BF16_CL) == Numerics("cpu", "bf16", "channels_last")
