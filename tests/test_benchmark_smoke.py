@@ -109,7 +109,7 @@ def test_benchmarks_import_no_ray_or_optuna():
     """The GPU machines have neither: every benchmark module must import without them."""
     mods = ["benchmarks." + m for m in ("pipeline", "timing", "workload", "throughput", "classic", "concurrency",
                                        "training_cost", "trial_cost", "study_cost", "report", "gpu_acceptance",
-                                       "cifar_copy")]
+                                       "cifar_copy", "memory_format")]
     code = (f"import importlib, sys; sys.path.insert(0, {str(ROOT)!r})\n"
             f"for m in {mods!r}: importlib.import_module(m)\n"
             "print(' '.join(sorted({n.split('.')[0] for n in sys.modules})))")
