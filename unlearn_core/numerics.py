@@ -9,7 +9,7 @@
 every loop here computes them); `memory_format` is "channels_last" or "contiguous" for models and their inputs.
 On CUDA the defaults are bf16 + channels_last (≈1.2–2× faster convolutions, no loss scaling needed with bf16);
 on a CPU they are fp32 + channels_last (bf16 is slower there, and fp32 is the reference; channels_last trains
-these CNNs 10–30 % faster than contiguous on a CPU too, BENCHMARKS.md). Both are settings of the
+these CNNs 4–26 % faster per step than contiguous on a CPU too, BENCHMARKS.md). Both are settings of the
 experiment (`ExperimentSpec.precision` / `memory_format`, the CLIs' --precision / --memory-format), so the bf16
 path also runs on a CPU (the tests compare it with fp32) and a result names what it was computed in.
 """
