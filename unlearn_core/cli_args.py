@@ -71,8 +71,11 @@ def by_dataset(value_of: Callable[[str], Any]) -> str:
 
 
 def by_device(value_of: Callable[[str], str]) -> str:
-    """A per-device default in words, read from its source: 'bf16 on cuda, fp32 on cpu'."""
-    return ", ".join(f"{value_of(kind)} on {kind}" for kind in ("cuda", "cpu"))
+    """A per-device default in words, read from its source: 'bf16 on cuda, fp32 on cpu', or one value for all."""
+    values = {kind: value_of(kind) for kind in ("cuda", "cpu")}
+    if len(set(values.values())) == 1:
+        return values["cpu"]
+    return ", ".join(f"{v} on {kind}" for kind, v in values.items())
 
 
 def run_defaults() -> dict:
