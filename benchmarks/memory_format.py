@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout that is not pip-installed
     sys.path.insert(0, str(ROOT))
 
+from unlearn_core.environment import use_cpus  # noqa: E402
 from unlearn_core.models import create_model  # noqa: E402
 
 # (arch, width, channels, side, batch): the test suite's digits models, and CIFAR-shaped full and reduced ones
@@ -80,8 +81,8 @@ def main(argv=None) -> int:
     if a.steps < 1 or a.rounds < 1:
         ap.error("--steps and --rounds must be >= 1")
     device = torch.device(a.device)
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    print(f"device {device}; torch {torch.__version__}; {torch.get_num_threads()} thread(s); "
+    threads = use_cpus(float(os.environ["OMP_NUM_THREADS"]))
+    print(f"device {device}; torch {torch.__version__}; {threads} thread(s); "
           f"{a.steps} steps x {a.rounds} rounds per layout")
     print("| model | input | step contiguous / channels_last (s) | ratio "
           "| eval contiguous / channels_last (s) | ratio |")
