@@ -23,6 +23,8 @@ from .errors import ConfigError
 from .training import kl_to_teacher
 from .unlearning import ALGORITHMS, Unlearner, check_positive
 
+TEACHER_BATCH = 1024  # examples per forward of the teacher's one pass over a set (eval mode, no graph)
+
 
 @dataclass(frozen=True)
 class ScrubConfig:
@@ -62,6 +64,7 @@ class Scrub(Unlearner):
     def __init__(self, model, forget, retain, cfg: ScrubConfig, **kw):
         super().__init__(model, forget, retain, cfg, **kw)
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        self._teacher_cache: dict = {}  # "forget" / "retain" -> (sorted ids, their positions, logits)
 
     def state_dict(self) -> dict:
         # The teacher is the model this request started from: a resumed run rebuilds the unlearner around some
@@ -71,6 +74,7 @@ class Scrub(Unlearner):
     def load_state_dict(self, state) -> None:
         super().load_state_dict(state)
         self.teacher.load_state_dict(state["teacher"])
+        self._teacher_cache.clear()
 
     @property
     def settled(self) -> bool:
@@ -78,9 +82,22 @@ class Scrub(Unlearner):
         mid-way through forgetting and its metrics say nothing about where it ends up."""
         return self.epoch > self.cfg.max_steps or self.epoch >= self.epochs
 
-    def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), self.numerics.autocast():
-            return self.teacher(x)
+    def _teacher_logits(self, x: torch.Tensor, ids: torch.Tensor, which: str) -> torch.Tensor:
+        """The frozen teacher's logits for a batch of the forget or retain set. Without augmentation an example's
+        input never changes, so they come from one eval pass over the set, looked up by id: every later epoch
+        skips the teacher's forward (the same values: eval mode makes them independent of the batch)."""
+        if self.pad or self.flip:
+            with torch.no_grad(), self.numerics.autocast():
+                return self.teacher(x)
+        if which not in self._teacher_cache:
+            data = self.forget if which == "forget" else self.retain
+            with torch.no_grad(), self.numerics.autocast():
+                logits = torch.cat([self.teacher(data.numerics.input(data.x[i:i + TEACHER_BATCH]))
+                                    for i in range(0, len(data), TEACHER_BATCH)])
+            order = torch.argsort(data.ids)
+            self._teacher_cache[which] = (data.ids[order], order, logits)
+        sorted_ids, order, logits = self._teacher_cache[which]
+        return logits[order[torch.searchsorted(sorted_ids, ids)]]
 
     def run_epoch(self, epoch: int) -> dict:
         cfg, T = self.cfg, self.cfg.temperature
@@ -89,10 +106,10 @@ class Scrub(Unlearner):
         if epoch < cfg.max_steps and len(self.forget):
             worst = torch.zeros((), device=self.device)
             total, steps = torch.zeros((), device=self.device), 0
-            for x, _, _ in self.forget_batches(cfg.forget_batch_size):
+            for x, _, ids in self.forget_batches(cfg.forget_batch_size):
                 with self.numerics.autocast():
                     s = self.model(x)
-                kl = kl_to_teacher(s, self._teacher_logits(x), T)
+                kl = kl_to_teacher(s, self._teacher_logits(x, ids, "forget"), T)
                 self.sgd_step(-kl)
                 worst = torch.maximum(worst, kl.detach().abs())
                 total += kl.detach()
@@ -102,12 +119,12 @@ class Scrub(Unlearner):
             stats["forget_kl"] = (total / max(steps, 1)).item()
         worst = torch.zeros((), device=self.device)
         total, steps = torch.zeros((), device=self.device), 0
-        for x, y, _ in self.retain_batches(cfg.retain_batch_size):
+        for x, y, ids in self.retain_batches(cfg.retain_batch_size):
             with self.numerics.autocast():
                 s = self.model(x)
             loss = cfg.gamma * torch.nn.functional.cross_entropy(s.float(), y)
             if cfg.alpha:
-                loss = loss + cfg.alpha * kl_to_teacher(s, self._teacher_logits(x), T)
+                loss = loss + cfg.alpha * kl_to_teacher(s, self._teacher_logits(x, ids, "retain"), T)
             self.sgd_step(loss)
             worst = torch.maximum(worst, loss.detach().abs())
             total += loss.detach()
