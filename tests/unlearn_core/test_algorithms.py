@@ -135,6 +135,32 @@ def test_scrub_max_step_increases_forget_kl(ws, original_state, random_sets):
     assert f1 > t1, kl
 
 
+def test_scrubs_teacher_logits_are_the_teachers_forward_on_each_batch(ws, original_state, random_sets):
+    """Without augmentation SCRUB reads the teacher's logits from one pass over each set, by example id: they must
+    be the teacher's own forward on the batch (after a restore too); with augmentation it runs that forward."""
+    _, forget, retain = random_sets
+    unl = _unlearner(ws, original_state, "scrub", forget, retain, epochs=1, max_steps=1)
+    assert (unl.pad, unl.flip) == (0, False)
+    for which, batches in (("forget", unl.forget_batches(16)), ("retain", unl.retain_batches(128))):
+        for x, _, ids in batches:
+            with torch.no_grad():
+                assert torch.equal(unl._teacher_logits(x, ids, which), unl.teacher(x)), which
+    unl.next_epoch()
+    moved = _unlearner(ws, original_state, "scrub", forget, retain, epochs=1, max_steps=1)
+    moved.teacher.load_state_dict(unl.model.state_dict())  # another teacher: a state restored below must win
+    moved._teacher_logits(*next(iter(moved.retain_batches(128)))[::2], "retain")
+    moved.load_state_dict(unl.state_dict())
+    x, _, ids = next(iter(moved.retain_batches(128)))
+    with torch.no_grad():
+        assert torch.equal(moved._teacher_logits(x, ids, "retain"), unl.teacher(x))
+    aug = _unlearner(ws, original_state, "scrub", forget, retain, epochs=1, max_steps=1, augment=True)
+    assert aug.pad or aug.flip
+    x, _, ids = next(iter(aug.retain_batches(128)))
+    with torch.no_grad():
+        assert torch.equal(aug._teacher_logits(x, ids, "retain"), aug.teacher(x))
+    assert not aug._teacher_cache
+
+
 # ------------------------------------------------------------------------------------------ actual forgetting
 
 def test_scrub_and_neggrad_plus_forget_a_class_and_keep_the_rest(ws, original_state):
